@@ -1,0 +1,84 @@
+"""Command line: ``python -m bokehdepth_core {demo,calib,bench} ...``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+# bench target -> module whose ``benchmark(args)`` runs it
+BENCH_TARGETS = {"render": "render", "depth": "stage2", "stack": "stage1"}
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    report = run_demo(args.out, seed=args.seed, size=args.size)
+    print(f"demo results written to {report}")
+    return 0
+
+
+def _cmd_calib(args) -> int:
+    from . import optics
+
+    if args.image:
+        info = optics.read_lens_exif(args.image)
+        cal = optics.calibrate_from_exif(info, f_number=args.f_number, focal_mm=args.focal_mm,
+                                         focal_35mm=args.focal_35mm, focus_m=args.focus_m)
+    else:
+        missing = [n for n in ("f_number", "focal_mm", "focal_35mm", "focus_m", "width", "height")
+                   if getattr(args, n) is None]
+        if missing:
+            print(f"error: give --image or all of: {', '.join('--' + m.replace('_', '-') for m in missing)}", file=sys.stderr)
+            return 2
+        cal = optics.calibrate(args.f_number, args.focal_mm, args.focal_35mm, args.focus_m, args.width, args.height)
+    print(json.dumps(cal.__dict__, indent=2) if args.json else cal.summary())
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    module = importlib.import_module(f".{BENCH_TARGETS[args.target]}", __package__)
+    module.benchmark(args)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bokehdepth_core",
+                                description="BokehDepth engine: calibration, bokeh stacks, metric depth.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="offline demo on a built-in example (no downloads, no weights)")
+    d.add_argument("--out", default="bokehdepth_demo", help="output folder (default: ./bokehdepth_demo)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--size", type=int, default=256, help="demo image size in pixels")
+    d.set_defaults(func=_cmd_demo)
+
+    c = sub.add_parser("calib", help="bokeh strength K from lens values or a photo's EXIF")
+    c.add_argument("--image", help="photo with EXIF; lens flags override what it lacks")
+    c.add_argument("--f-number", dest="f_number", type=float)
+    c.add_argument("--focal-mm", dest="focal_mm", type=float)
+    c.add_argument("--focal-35mm", dest="focal_35mm", type=float)
+    c.add_argument("--focus-m", dest="focus_m", type=float)
+    c.add_argument("--width", type=int)
+    c.add_argument("--height", type=int)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_cmd_calib)
+
+    b = sub.add_parser("bench", help="time a stage on this machine")
+    b.add_argument("target", choices=sorted(BENCH_TARGETS))
+    b.add_argument("--model", default=None, help="model family for 'depth' (dav2, unidepthv2)")
+    b.add_argument("--size", type=int, default=None, help="input size in pixels")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--repeat", type=int, default=3)
+    b.set_defaults(func=_cmd_bench)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,142 @@
+"""Calibration nodes: the bokeh strength K from lens data or a photo's EXIF, and K lists."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..bokehdepth_core import optics
+from . import comfy_seam as seam
+from .common import K_LIST, category
+
+_K_OUT = ("FLOAT", "FLOAT", "FLOAT", "STRING")
+_K_NAMES = ("K", "K_512", "K_crop", "summary")
+
+
+def _lens_inputs(optional_zero: bool):
+    """Lens widgets; with ``optional_zero`` a 0 means 'use the EXIF value'."""
+    lo = 0.0 if optional_zero else 0.1
+    zero = " 0 = read from EXIF." if optional_zero else ""
+    return {
+        "f_number": ("FLOAT", {"default": 0.0 if optional_zero else 2.0, "min": lo, "max": 64.0, "step": 0.1,
+                               "tooltip": "Aperture f-number N (f/1.4 -> 1.4). Smaller N = stronger bokeh." + zero}),
+        "focal_length_mm": ("FLOAT", {"default": 0.0 if optional_zero else 50.0, "min": lo, "max": 2000.0, "step": 0.1,
+                                      "tooltip": "Real focal length of the lens in mm." + zero}),
+        "focal_length_35mm": ("FLOAT", {"default": 0.0 if optional_zero else 50.0, "min": lo, "max": 5000.0, "step": 0.1,
+                                        "tooltip": "35 mm-equivalent focal length in mm (equal to the real one on full frame)." + zero}),
+        "focus_distance_m": ("FLOAT", {"default": 0.0 if optional_zero else 2.0, "min": 0.0 if optional_zero else 0.01,
+                                       "max": 10000.0, "step": 0.01,
+                                       "tooltip": "Distance to the in-focus plane in metres." + zero}),
+    }
+
+
+class BokehKFromLens:
+    DESCRIPTION = "Thin-lens bokeh strength K (px*m) from aperture, focal length, focus distance and image size."
+    CATEGORY = category("Calibration")
+    FUNCTION = "calibrate"
+    RETURN_TYPES = _K_OUT
+    RETURN_NAMES = _K_NAMES
+    OUTPUT_TOOLTIPS = (
+        "K at the given image width: blur radius in px = K x |1/focus - 1/depth|.",
+        "K rescaled to a 512 px wide image (the paper's dof-cond).",
+        "K at 512 px divided by the crop factor (dof-cond-crop, full-frame aligned).",
+        "Human-readable calibration report.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        req = _lens_inputs(optional_zero=False)
+        req["width"] = ("INT", {"default": 1024, "min": 1, "max": 16384, "tooltip": "Image width in pixels (ignored when an image is connected)."})
+        req["height"] = ("INT", {"default": 1024, "min": 1, "max": 16384, "tooltip": "Image height in pixels (ignored when an image is connected)."})
+        return {"required": req,
+                "optional": {"image": ("IMAGE", {"tooltip": "Take width and height from this image."})}}
+
+    def calibrate(self, f_number, focal_length_mm, focal_length_35mm, focus_distance_m, width, height, image=None):
+        if image is not None:
+            height, width = int(image.shape[1]), int(image.shape[2])
+        cal = optics.calibrate(f_number, focal_length_mm, focal_length_35mm, focus_distance_m, width, height)
+        return (cal.k, cal.k_512, cal.k_crop, cal.summary())
+
+
+class BokehKFromExif:
+    DESCRIPTION = "Read a photo's EXIF (f-number, focal lengths, focus distance, sensor) and compute K; fill in what EXIF lacks."
+    CATEGORY = category("Calibration")
+    FUNCTION = "calibrate"
+    RETURN_TYPES = _K_OUT + ("STRING", "IMAGE")
+    RETURN_NAMES = _K_NAMES + ("estimated", "image")
+    OUTPUT_TOOLTIPS = BokehKFromLens.OUTPUT_TOOLTIPS + (
+        "Which values were estimated or given by you rather than read from EXIF.",
+        "The photo itself (EXIF orientation applied).",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        req = {"image": (seam.list_input_images(), {"image_upload": True,
+                                                     "tooltip": "A photo from ComfyUI's input folder (JPEG/TIFF with EXIF)."})}
+        req.update(_lens_inputs(optional_zero=True))
+        req["sensor_width_mm"] = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.01,
+                                            "tooltip": "Sensor width in mm when EXIF cannot tell it. 0 = estimate."})
+        return {"required": req}
+
+    @classmethod
+    def IS_CHANGED(cls, image, **_):
+        return seam.file_hash(seam.input_path(image))
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, image, **_):
+        if not seam.input_exists(image):
+            return f"Invalid image file: {image}"
+        return True
+
+    def calibrate(self, image, f_number, focal_length_mm, focal_length_35mm, focus_distance_m, sensor_width_mm):
+        from PIL import Image, ImageOps
+
+        path = seam.input_path(image)
+        info = optics.read_lens_exif(path)
+        given = lambda v: float(v) if v and v > 0 else None  # noqa: E731 - 0 means "use EXIF"
+        cal = optics.calibrate_from_exif(info, f_number=given(f_number), focal_mm=given(focal_length_mm),
+                                         focal_35mm=given(focal_length_35mm), focus_m=given(focus_distance_m),
+                                         sensor_width_mm=given(sensor_width_mm))
+        with Image.open(path) as img:
+            rgb = ImageOps.exif_transpose(img).convert("RGB")
+        pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)[None]
+        est = "; ".join(f"{k}: {v}" for k, v in cal.estimated.items()) or "all values read from EXIF"
+        return (cal.k, cal.k_512, cal.k_crop, cal.summary(), est, pixels)
+
+
+class BokehKList:
+    DESCRIPTION = "A list of bokeh strengths K for a stack: typed out, or min..max in steps."
+    CATEGORY = category("Calibration")
+    FUNCTION = "make"
+    RETURN_TYPES = (K_LIST, "STRING")
+    RETURN_NAMES = ("k_list", "summary")
+    OUTPUT_TOOLTIPS = ("K values for stack nodes.", "The values as text.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "mode": (["list", "range"], {"default": "list", "tooltip": "Use the typed list, or k_min..k_max by k_step."}),
+            "k_list": ("STRING", {"default": "10, 20, 30", "multiline": False,
+                                  "tooltip": "Comma-separated K values (px*m), e.g. '10, 20, 30'. Used in 'list' mode."}),
+            "k_min": ("FLOAT", {"default": 5.0, "min": 0.01, "max": 1000.0, "step": 0.5, "tooltip": "First K in 'range' mode."}),
+            "k_max": ("FLOAT", {"default": 30.0, "min": 0.01, "max": 1000.0, "step": 0.5, "tooltip": "Last K (inclusive) in 'range' mode."}),
+            "k_step": ("FLOAT", {"default": 5.0, "min": 0.01, "max": 1000.0, "step": 0.5, "tooltip": "Step between K values in 'range' mode."}),
+        }}
+
+    def make(self, mode, k_list, k_min, k_max, k_step):
+        if mode not in ("list", "range"):
+            raise ValueError(f"mode must be 'list' or 'range', got {mode!r}")
+        values = optics.parse_k_list(k_list) if mode == "list" else optics.k_range(k_min, k_max, k_step)
+        return (values, ", ".join(f"{v:g}" for v in values))
+
+
+NODE_CLASS_MAPPINGS = {
+    "BokehDepthKFromLens": BokehKFromLens,
+    "BokehDepthKFromExif": BokehKFromExif,
+    "BokehDepthKList": BokehKList,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "BokehDepthKFromLens": "Bokeh K from Lens",
+    "BokehDepthKFromExif": "Bokeh K from Photo EXIF",
+    "BokehDepthKList": "Bokeh K List",
+}

@@ -1,0 +1,236 @@
+"""The only place that talks to ComfyUI services.
+
+Inside ComfyUI this uses its model management, progress bar, interrupt flag and model folders.
+Without ComfyUI (tests, plain Python) it falls back to torch's device, no-op progress and a local
+``models/bokehdepth`` folder (or ``$BOKEHDEPTH_MODELS_DIR``), so nodes run the same either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable, Optional
+
+import torch
+
+log = logging.getLogger("BokehDepth")
+
+try:  # ComfyUI's own modules; absent in tests and plain Python.
+    import comfy.model_management as _mm
+    import comfy.utils as _cu
+    import folder_paths as _fp
+
+    IN_COMFY = True
+except ImportError:  # pragma: no cover - exercised implicitly by the tests
+    _mm = _cu = _fp = None
+    IN_COMFY = False
+
+MODEL_FOLDER = "bokehdepth"
+MODEL_EXTENSIONS = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+
+
+# --------------------------------------------------------------------------- devices
+
+def torch_device() -> torch.device:
+    if IN_COMFY:
+        return _mm.get_torch_device()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def offload_device() -> torch.device:
+    if IN_COMFY:
+        return _mm.unet_offload_device()
+    return torch.device("cpu")
+
+
+def intermediate_device() -> torch.device:
+    """Where node outputs (IMAGE, DEPTH) live between nodes."""
+    if IN_COMFY:
+        return _mm.intermediate_device()
+    return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device, choice: str = "auto") -> torch.dtype:
+    """fp32 on CPU; bf16 on GPUs that support it, else fp16; or the user's explicit choice."""
+    named = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if choice in named:
+        return named[choice]
+    if choice != "auto":
+        raise ValueError(f"dtype must be one of auto, fp32, fp16, bf16; got {choice!r}")
+    if torch.device(device).type == "cpu":
+        return torch.float32
+    if torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def free_memory() -> None:
+    """Unload ComfyUI's models before loading a large one of ours."""
+    if IN_COMFY:
+        _mm.unload_all_models()
+        _mm.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------------------- progress
+
+def check_interrupt() -> None:
+    """Raise ComfyUI's interrupt exception if the user pressed Cancel."""
+    if IN_COMFY:
+        _mm.throw_exception_if_processing_interrupted()
+
+
+class Progress:
+    """ComfyUI's progress bar (a no-op outside ComfyUI); ``callback`` is the core's hook."""
+
+    def __init__(self, total: int):
+        self.total = max(1, int(total))
+        self._bar = _cu.ProgressBar(self.total) if IN_COMFY else None
+        self.done = 0
+
+    def update(self, n: int = 1) -> None:
+        check_interrupt()
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def callback(self, done: int, total: int) -> None:
+        """Core progress callback: absolute ``done`` of ``total``."""
+        check_interrupt()
+        if self._bar is not None:
+            self._bar.update_absolute(min(done, total), total)
+        self.done = done
+
+
+def progress_callback(total: int) -> Callable[[int, int], None]:
+    return Progress(total).callback
+
+
+# --------------------------------------------------------------------------- folders
+
+def _fallback_models_dir() -> str:
+    return os.environ.get("BOKEHDEPTH_MODELS_DIR", os.path.join(os.getcwd(), "models", MODEL_FOLDER))
+
+
+def register_model_folder() -> None:
+    """Add ``models/bokehdepth`` as the default path, keeping extra_model_paths.yaml entries."""
+    if IN_COMFY:
+        _fp.add_model_folder_path(MODEL_FOLDER, os.path.join(_fp.models_dir, MODEL_FOLDER), is_default=True)
+
+
+def model_folders(folder: str = MODEL_FOLDER) -> list[str]:
+    if IN_COMFY:
+        try:
+            return _fp.get_folder_paths(folder)
+        except KeyError:
+            return []
+    return [_fallback_models_dir()] if folder == MODEL_FOLDER else []
+
+
+def list_models(folder: str = MODEL_FOLDER, extensions=MODEL_EXTENSIONS) -> list[str]:
+    if IN_COMFY:
+        try:
+            names = _fp.get_filename_list(folder)
+        except KeyError:
+            names = []
+    else:
+        names = []
+        for root in model_folders(folder):
+            if os.path.isdir(root):
+                for dirpath, _dirs, files in os.walk(root):
+                    rel = os.path.relpath(dirpath, root)
+                    names += [f if rel == "." else os.path.join(rel, f) for f in files]
+    return sorted(n for n in names if not extensions or n.lower().endswith(tuple(extensions)))
+
+
+def list_model_dirs(folder: str) -> list[str]:
+    """Sub-folders (e.g. diffusers-format pipelines) of a model folder."""
+    out = []
+    for root in model_folders(folder):
+        if os.path.isdir(root):
+            out += [d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))]
+    return sorted(set(out))
+
+
+def model_path(name: str, folder: str = MODEL_FOLDER, where_to_get: str = "") -> str:
+    """Full path of a model file or folder; a clear error naming what was searched if absent."""
+    roots = model_folders(folder)
+    if IN_COMFY:
+        full = _fp.get_full_path(folder, name)
+        if full:
+            return full
+    for root in roots:
+        full = os.path.join(root, name)
+        if os.path.exists(full):
+            return full
+    if os.path.isabs(name) and os.path.exists(name):
+        return name
+    hint = f" Get it from {where_to_get}." if where_to_get else ""
+    raise FileNotFoundError(
+        f"model '{name}' not found in the '{folder}' model folder (searched: {', '.join(roots) or 'no folder'})."
+        f"{hint} Put the file there or add a path for '{folder}' in extra_model_paths.yaml."
+    )
+
+
+def input_directory() -> str:
+    if IN_COMFY:
+        return _fp.get_input_directory()
+    return os.environ.get("BOKEHDEPTH_INPUT_DIR", os.path.join(os.getcwd(), "input"))
+
+
+def input_path(name: str) -> str:
+    """Resolve an upload-widget value (``name [input]`` annotations included)."""
+    if IN_COMFY:
+        return _fp.get_annotated_filepath(name)
+    return name if os.path.isabs(name) else os.path.join(input_directory(), name)
+
+
+def input_exists(name: str) -> bool:
+    if IN_COMFY:
+        return _fp.exists_annotated_filepath(name)
+    return os.path.exists(input_path(name))
+
+
+def list_input_images() -> list[str]:
+    root = input_directory()
+    if not os.path.isdir(root):
+        return []
+    files = [f for f in os.listdir(root) if os.path.isfile(os.path.join(root, f))]
+    if IN_COMFY:
+        return sorted(_fp.filter_files_content_types(files, ["image"]))
+    return sorted(f for f in files if f.lower().endswith((".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")))
+
+
+def output_directory() -> str:
+    if IN_COMFY:
+        return _fp.get_output_directory()
+    return os.environ.get("BOKEHDEPTH_OUTPUT_DIR", os.path.join(os.getcwd(), "output"))
+
+
+def save_path(prefix: str, width: int = 0, height: int = 0) -> tuple[str, str, int, str]:
+    """(folder, filename base, counter, subfolder) for saving like ComfyUI's SaveImage."""
+    out = output_directory()
+    if IN_COMFY:
+        folder, base, counter, subfolder, _ = _fp.get_save_image_path(prefix, out, width, height)
+        return folder, base, counter, subfolder
+    subfolder, base = os.path.split(os.path.normpath(prefix))
+    folder = os.path.join(out, subfolder)
+    os.makedirs(folder, exist_ok=True)
+    counter = 1 + sum(1 for f in os.listdir(folder) if f.startswith(base + "_"))
+    return folder, base, counter, subfolder
+
+
+def log_once(message: str, _seen: set = set()) -> None:  # noqa: B006 - deliberate memo
+    if message not in _seen:
+        _seen.add(message)
+        log.warning(message)
+
+
+def file_hash(path: str) -> Optional[str]:
+    """Cheap change key for IS_CHANGED: size and mtime."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_size}-{st.st_mtime_ns}"

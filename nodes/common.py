@@ -1,0 +1,12 @@
+"""Socket type names and the category root shared by every node family."""
+
+CATEGORY = "BokehDepth"
+
+K_LIST = "BOKEH_K_LIST"  # list[float] of raw K values (px*m)
+BOKEH_STACK = "BOKEH_STACK"  # bokehdepth_core.types.BokehStack
+DEPTH = "METRIC_DEPTH"  # bokehdepth_core.types.DepthMap
+CAMERA = "CAMERA_INTRINSICS"  # torch.Tensor [B,3,3] pinhole, pixels
+
+
+def category(sub: str = "") -> str:
+    return f"{CATEGORY}/{sub}" if sub else CATEGORY
