@@ -1,0 +1,42 @@
+"""The CLI: help, calibration, and the README's main-job command."""
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "bokehdepth_core", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_commands():
+    r = run("--help")
+    assert r.returncode == 0
+    for cmd in ("demo", "calib", "bench"):
+        assert cmd in r.stdout
+
+
+def test_calib_json():
+    r = run("calib", "--f-number", "2", "--focal-mm", "50", "--focal-35mm", "50", "--focus-m", "2",
+            "--width", "1024", "--height", "1024", "--json")
+    assert r.returncode == 0, r.stderr
+    assert abs(json.loads(r.stdout)["k"] - 21.4538) < 1e-3
+
+
+def test_calib_bad_input_is_a_clear_error():
+    r = run("calib", "--f-number", "0", "--focal-mm", "50", "--focal-35mm", "50", "--focus-m", "2",
+            "--width", "1024", "--height", "1024")
+    assert r.returncode == 2
+    assert "f_number" in r.stderr and "Traceback" not in r.stderr
+    r = run("calib", "--f-number", "2")
+    assert r.returncode == 2 and "--focal-mm" in r.stderr
+
+
+def test_import_is_cheap():
+    code = ("import sys, time; t=time.time(); sys.path.insert(0, '.'); import bokehdepth_core.optics; "
+            "bad=[m for m in ('diffusers','transformers','peft') if m in sys.modules]; print(bad)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr
