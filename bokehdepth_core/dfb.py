@@ -1,0 +1,259 @@
+"""Depth from a bokeh sweep (paper Proposition 4.1.1, proof in supplementary Sec. 9).
+
+Frames of one scene at the same focus distance ``S1`` differ only in ``K``; a pixel's blur radius
+obeys ``r_i = K_i * Delta`` with ``Delta = |1/S1 - 1/S2|`` (Eq. 26). Per frame we estimate ``r_i``
+by matching the frame, in a small window, against the sharp reference blurred by a bank of disks
+(with parabolic sub-radius refinement); then ``Delta = sum K_i r_i / sum K_i^2`` (Eq. 28, OLS
+through the origin) and ``S2 = 1 / (1/S1 -+ Delta)``, the sign given by ``side``.
+
+How well the ``(K_i, r_i)`` pairs lie on one line through the origin (``linearity``) also tells how
+physically consistent any bokeh stack is, including generated ones.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from .render import _good_size, aperture_kernel, check_image, radius_grid
+
+SIDES = ("behind", "front")
+MAX_DEPTH_M = 1000.0
+
+
+def _check_frames(reference, frames) -> tuple[torch.Tensor, torch.Tensor]:
+    reference = check_image(reference, "reference")
+    b, h, w, _ = reference.shape
+    if isinstance(frames, (list, tuple)):
+        if len(frames) < 2:
+            raise ValueError(f"frames: a sweep needs at least 2 frames, got {len(frames)}")
+        items = []
+        for i, f in enumerate(frames):
+            f = check_image(f, f"frames[{i}]")
+            if tuple(f.shape[1:3]) != (h, w):
+                raise ValueError(f"frames[{i}] is {tuple(f.shape[1:3])} (H,W) but the reference is {(h, w)}: "
+                                 "all frames must have the reference's size")
+            items.append(f.expand(b, -1, -1, -1))
+        frames = torch.stack(items, 1)
+    if not isinstance(frames, torch.Tensor):
+        raise ValueError("frames must be a tensor [B,N,H,W,3] or a list of [B,H,W,3] images")
+    if frames.ndim == 4:
+        frames = frames.unsqueeze(0)
+    if frames.ndim != 5 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be [B,N,H,W,3], got {tuple(frames.shape)}")
+    if frames.shape[1] < 2:
+        raise ValueError(f"frames: a sweep needs at least 2 frames (N >= 2), got N={frames.shape[1]}")
+    if tuple(frames.shape[2:4]) != (h, w):
+        raise ValueError(f"frames are {tuple(frames.shape[2:4])} (H,W) but the reference is {(h, w)}: "
+                         "all frames must have the reference's size")
+    if frames.shape[0] != b:
+        if b == 1:
+            reference = reference.expand(frames.shape[0], -1, -1, -1)
+        else:
+            raise ValueError(f"frames batch {frames.shape[0]} does not match reference batch {b}")
+    if not bool(torch.isfinite(frames).all()):
+        raise ValueError("frames contain NaN or inf values")
+    return reference, frames.float().to(reference.device)
+
+
+def _box(x: torch.Tensor, radius: int, stride: int = 1) -> torch.Tensor:
+    """Mean over a (2r+1)^2 window, shrinking at the borders, every ``stride`` px; ``x [B,C,H,W]``."""
+    if radius <= 0:
+        return x[..., ::stride, ::stride]
+    k = 2 * radius + 1  # separable: two 1-D passes cost 2k instead of k^2 per pixel
+    x = F.avg_pool2d(x, (1, k), stride=(1, stride), padding=(0, radius), count_include_pad=False)
+    return F.avg_pool2d(x, (k, 1), stride=(stride, 1), padding=(radius, 0), count_include_pad=False)
+
+
+def _parabola_vertex(r0, r1, r2, e0, e1, e2):
+    """Abscissa of the parabola through three (radius, error) points, kept within [r0, r2]."""
+    a = (r1 - r0) * (e1 - e2)
+    c = (r1 - r2) * (e1 - e0)
+    den = a - c
+    num = (r1 - r0) * a - (r1 - r2) * c
+    x = r1 - 0.5 * num / torch.where(den.abs() > 1e-12, den, torch.ones_like(den))
+    x = torch.where(den.abs() > 1e-12, x, r1)
+    return torch.minimum(torch.maximum(x, r0), r2)
+
+
+def estimate_radii(reference: torch.Tensor, frames: torch.Tensor, radii: Sequence[float], window: int = 4,
+                   gamma: float = 2.2, blades: int = 0, stride: Optional[int] = None,
+                   callback: Optional[Callable[[int, int], None]] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame blur radius ``[B,N,H,W]`` (px) and the best window error ``[B,N,H,W]``.
+
+    Each frame is compared with the reference blurred by every radius of ``radii`` (ascending,
+    starting at 0), in linear light, with the same border normalisation as the renderer. Window
+    errors are evaluated every ``stride`` px (default 2 from 512 px up, else 1) and the radius
+    maps upsampled: the window already smooths them over ``2*window+1`` px.
+    """
+    b, n, h, w, _ = frames.shape
+    if stride is None:
+        stride = 2 if min(h, w) >= 512 else 1
+    ref = reference.clamp(0, 1).pow(gamma).permute(0, 3, 1, 2)
+    frm = frames.clamp(0, 1).pow(gamma).permute(0, 1, 4, 2, 3)  # [B,N,3,H,W]
+    # One forward FFT of (reference, ones) for the whole bank; each radius costs one kernel FFT
+    # and one inverse FFT (the ones channel gives the renderer's border normalisation).
+    half = int(math.ceil(max(radii) + 0.5))
+    ph, pw = _good_size(h + half + 1), _good_size(w + half + 1)
+    src = torch.cat([ref, torch.ones_like(ref[:, :1])], 1)
+    src_f = torch.fft.rfft2(src, s=(ph, pw))
+    # Streaming arg-min: keep only the best error and its two neighbours, not the whole bank.
+    best_e = best_j = e_before = e_after = prev = None
+    for j, r in enumerate(radii):
+        if r <= 0:
+            bank = ref
+        else:
+            k = aperture_kernel(r, blades, 0.0, ref.device, ref.dtype)
+            ks = k.shape[-1]
+            kpad = torch.zeros(ph, pw, device=ref.device, dtype=ref.dtype)
+            kpad[:ks, :ks] = k
+            kpad = torch.roll(kpad, shifts=(-(ks // 2), -(ks // 2)), dims=(0, 1))
+            out = torch.fft.irfft2(src_f * torch.fft.rfft2(kpad), s=(ph, pw))[..., :h, :w]
+            bank = out[:, :3] / out[:, 3:].clamp_min(1e-6)
+        diff = frm - bank.unsqueeze(1)
+        e = _box((diff * diff).sum(2).reshape(b * n, 1, h, w), window, stride)[:, 0]  # [B*N, H', W']
+        if best_e is None:
+            best_e, best_j = e, torch.zeros_like(e, dtype=torch.long)
+            e_before, e_after = e.clone(), e.clone()
+        else:
+            e_after = torch.where(best_j == j - 1, e, e_after)
+            better = e < best_e
+            best_e = torch.where(better, e, best_e)
+            best_j = torch.where(better, torch.full_like(best_j, j), best_j)
+            e_before = torch.where(better, prev, e_before)
+        prev = e
+        if callback is not None:
+            callback(j + 1, len(radii))
+    rad = torch.tensor(list(radii), device=best_e.device, dtype=best_e.dtype)
+    jc = best_j.clamp(1, len(radii) - 2)
+    fine = _parabola_vertex(rad[jc - 1], rad[jc], rad[jc + 1], e_before, best_e, e_after)
+    interior = (best_j > 0) & (best_j < len(radii) - 1)
+    est = torch.where(interior, fine, rad[best_j])
+    if stride > 1:
+        est = F.interpolate(est.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+        best_e = F.interpolate(best_e.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+    return est.reshape(b, n, h, w), best_e.reshape(b, n, h, w)
+
+
+def _side_sign(side, focus_m: torch.Tensor, shape, device) -> torch.Tensor:
+    """+1 where the scene lies behind the focal plane, -1 in front. ``[B,H,W]``."""
+    if isinstance(side, str):
+        if side not in SIDES:
+            raise ValueError(f"side must be 'behind', 'front' or a per-pixel prior map, got {side!r}")
+        return torch.full(shape, 1.0 if side == "behind" else -1.0, device=device)
+    if not isinstance(side, torch.Tensor):
+        raise ValueError("side must be 'behind', 'front', a boolean 'behind' mask or a prior depth map (m)")
+    s = side.to(device)
+    if s.ndim == 2:
+        s = s.unsqueeze(0)
+    if tuple(s.shape[-2:]) != tuple(shape[-2:]):
+        raise ValueError(f"side prior map {tuple(s.shape)} must match the frames' size {tuple(shape[-2:])}")
+    s = s.expand(shape)
+    if s.dtype == torch.bool:
+        return torch.where(s, 1.0, -1.0).float()
+    if not bool(torch.isfinite(s).all()) or bool((s <= 0).any()):
+        raise ValueError("side prior depth map must be finite and > 0 metres")
+    return torch.where(s >= focus_m.view(-1, 1, 1), 1.0, -1.0).float()
+
+
+def depth_from_bokeh_sweep(reference: torch.Tensor, frames, k_values, focus_m, side: Union[str, torch.Tensor] = "behind",
+                           *, max_radius: Optional[float] = None, window: int = 4, gamma: float = 2.2,
+                           texture_threshold: float = 1e-4, residual_scale: float = 0.15, blades: int = 0,
+                           callback: Optional[Callable[[int, int], None]] = None) -> dict:
+    """Estimate inverse-depth offset, depth and confidence from a bokeh sweep.
+
+    reference ``[B,H,W,3]`` (sharp), frames ``[B,N,H,W,3]`` (or a list of N images), ``k_values``
+    ``[N]`` or ``[B,N]`` (px*m, > 0), ``focus_m`` the shared focus distance (m). ``side``: "behind"
+    (S2 = 1/(1/S1 - Delta)), "front" (1/(1/S1 + Delta)), a boolean per-pixel "behind" mask, or a prior
+    depth map in metres (behind where the prior is farther than S1).
+
+    Returns ``delta`` ``[B,H,W]`` (1/m), ``depth`` ``[B,H,W]`` (m, capped at 1000), ``radius``
+    ``[B,N,H,W]`` (px), ``confidence`` ``[B,H,W]`` (texture x fit), ``linearity`` ``[B,H,W]``
+    (R^2 of the line through the origin), ``linearity_overall`` ``[B]`` (confidence-weighted),
+    ``k_consistency`` ``[B,N]`` (median measured/expected radius per frame; 1 = physical),
+    ``texture`` ``[B,H,W]`` and ``radii`` (the bank).
+    """
+    reference, frames = _check_frames(reference, frames)
+    b, n, h, w, _ = frames.shape
+    dev = reference.device
+    k = torch.as_tensor(k_values, dtype=torch.float32, device=dev)
+    if k.ndim == 1:
+        k = k.unsqueeze(0).expand(b, -1)
+    if k.ndim != 2 or tuple(k.shape) != (b, n):
+        raise ValueError(f"k_values must have one K per frame ({n}), got shape {tuple(k.shape)}")
+    if not bool(torch.isfinite(k).all()) or bool((k <= 0).any()):
+        raise ValueError(f"k_values must all be finite and > 0 (px*m), got {k[0].tolist()}")
+    s1 = torch.as_tensor(focus_m, dtype=torch.float32, device=dev).reshape(-1)
+    if s1.numel() == 1:
+        s1 = s1.expand(b)
+    if s1.numel() != b or not bool(torch.isfinite(s1).all()) or bool((s1 <= 0).any()):
+        raise ValueError(f"focus_m must be a distance > 0 m (one, or one per batch item), got {s1.tolist()}")
+    if max_radius is None:
+        max_radius = min(64.0, 0.2 * max(h, w))
+    if max_radius <= 1:
+        raise ValueError(f"max_radius must be > 1 px, got {max_radius}")
+    radii = radius_grid(float(max_radius), rel_step=0.08)
+    sign = _side_sign(side, s1, (b, h, w), dev)
+
+    r_hat, err = estimate_radii(reference, frames, radii, window=window, gamma=gamma, blades=blades, callback=callback)
+    kk = k.view(b, n, 1, 1)
+    delta = (kk * r_hat).sum(1) / (kk * kk).sum(1)  # Eq. 28
+    fit = kk * delta.unsqueeze(1)
+    res = ((r_hat - fit) ** 2).mean(1).sqrt()
+    rel_res = res / ((fit ** 2).mean(1).sqrt() + 0.5)
+    ss = (r_hat ** 2).sum(1)
+    linearity = torch.where(ss > 1e-6, 1 - ((r_hat - fit) ** 2).sum(1) / ss.clamp_min(1e-6), torch.ones_like(ss)).clamp(0, 1)
+
+    lin_ref = reference.clamp(0, 1).pow(gamma).permute(0, 3, 1, 2)
+    var = (_box(lin_ref * lin_ref, window + 2) - _box(lin_ref, window + 2) ** 2).sum(1).clamp_min(0)
+    texture = var / (var + texture_threshold)
+    fit_conf = torch.exp(-(rel_res / residual_scale) ** 2)
+    saturated = (r_hat >= radii[-1] - 1e-4).any(1)
+    confidence = texture * fit_conf * (~saturated).float()
+
+    disp = 1.0 / s1.view(b, 1, 1) - sign * delta
+    too_far = disp <= 1.0 / MAX_DEPTH_M
+    depth = torch.where(too_far, torch.full_like(disp, MAX_DEPTH_M), 1.0 / disp.clamp_min(1.0 / MAX_DEPTH_M))
+    confidence = torch.where(too_far, torch.zeros_like(confidence), confidence)
+
+    wsum = confidence.sum((1, 2)).clamp_min(1e-6)
+    lin_overall = (linearity * confidence).sum((1, 2)) / wsum
+    k_cons = []
+    for bi in range(b):
+        m = (confidence[bi] > 0.5) & (delta[bi] > 1e-6)
+        if int(m.sum()) < 16:
+            k_cons.append(torch.full((n,), float("nan"), device=dev))
+            continue
+        ratio = r_hat[bi][:, m] / (k[bi].view(n, 1) * delta[bi][m].view(1, -1))
+        k_cons.append(ratio.median(1).values)
+    return {
+        "delta": delta, "depth": depth, "radius": r_hat, "confidence": confidence, "linearity": linearity,
+        "linearity_overall": lin_overall, "k_consistency": torch.stack(k_cons), "texture": texture,
+        "match_error": err, "radii": radii, "focus_m": s1, "k_values": k,
+    }
+
+
+def linearity_report(result: dict) -> str:
+    """Plain-text summary of how well each stack obeys ``r_i = K_i * Delta``."""
+    lines = []
+    b = result["delta"].shape[0]
+    for bi in range(b):
+        conf = result["confidence"][bi]
+        frac = float((conf > 0.5).float().mean())
+        kc = result["k_consistency"][bi]
+        ks = result["k_values"][bi]
+        per = ", ".join(f"K={float(kv):g}: {float(c):.2f}" for kv, c in zip(ks, kc))
+        lin = float(result["linearity_overall"][bi])
+        if frac < 0.01:
+            verdict = "NOT consistent with one thin lens: no pixel's blur scales with K (or the scene lacks texture)"
+        elif lin > 0.9 and bool(((kc - 1).abs() < 0.2).all()):
+            verdict = "consistent with a thin lens"
+        else:
+            verdict = "NOT consistent with one thin lens (blur does not scale with K)"
+        lines.append(
+            f"[{bi}] linearity R^2 = {lin:.3f} (confidence-weighted); confident pixels {100 * frac:.1f}%; "
+            f"measured/expected blur per frame: {per}; {verdict}; focus {float(result['focus_m'][bi]):.3g} m")
+    return "\n".join(lines)

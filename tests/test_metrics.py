@@ -1,0 +1,54 @@
+"""Depth and image metrics against hand-computed values."""
+
+import math
+
+import pytest
+import torch
+
+from bokehdepth_core import metrics
+
+
+def test_depth_metrics_known_values():
+    gt = torch.tensor([[[1.0, 2.0], [4.0, 0.0]]])  # 0 = invalid
+    pred = torch.tensor([[[1.1, 2.0], [2.5, 5.0]]])
+    m = metrics.depth_metrics(pred, gt)
+    assert m["valid_pixels"] == 3
+    assert m["abs_rel"] == pytest.approx((0.1 + 0 + 1.5 / 4) / 3)
+    assert m["sq_rel"] == pytest.approx((0.01 / 1 + 0 + 2.25 / 4) / 3)
+    assert m["rmse"] == pytest.approx(math.sqrt((0.01 + 0 + 2.25) / 3))
+    assert m["rmse_log"] == pytest.approx(math.sqrt((math.log(1.1) ** 2 + 0 + math.log(2.5 / 4) ** 2) / 3))
+    # ratio 1.6 for the third pixel: outside 1.25 and 1.25^2, inside 1.25^3
+    assert m["delta1"] == pytest.approx(2 / 3) and m["delta2"] == pytest.approx(2 / 3) and m["delta3"] == 1.0
+
+
+def test_median_alignment_and_mask():
+    gt = torch.rand(2, 16, 16) * 5 + 1
+    m = metrics.depth_metrics(gt * 0.5, gt, align="median")
+    assert m["abs_rel"] < 1e-6 and m["scale"] == pytest.approx([2.0, 2.0])
+    assert metrics.depth_metrics(gt * 0.5, gt)["abs_rel"] == pytest.approx(0.5)
+    mask = torch.zeros(2, 16, 16)
+    mask[:, :4] = 1
+    pred = gt.clone()
+    pred[:, 4:] *= 3
+    assert metrics.depth_metrics(pred, gt, mask)["abs_rel"] < 1e-6
+    with pytest.raises(ValueError, match="size"):
+        metrics.depth_metrics(gt[:, :8], gt)
+    with pytest.raises(ValueError, match="valid"):
+        metrics.depth_metrics(gt, torch.zeros_like(gt))
+
+
+def test_psnr_ssim():
+    a = torch.rand(1, 32, 32, 3)
+    assert metrics.psnr(a, a) == math.inf
+    assert metrics.psnr(a, (a + 0.1)) == pytest.approx(20.0, abs=1e-3)
+    assert metrics.ssim(a, a) == pytest.approx(1.0, abs=1e-6)
+    # flat images: only the luminance term, (2 m1 m2 + C1) / (m1^2 + m2^2 + C1)
+    c1 = 0.01 ** 2
+    expect = (2 * 0.2 * 0.6 + c1) / (0.2 ** 2 + 0.6 ** 2 + c1)
+    assert metrics.ssim(torch.full((1, 16, 16, 3), 0.2), torch.full((1, 16, 16, 3), 0.6)) == pytest.approx(expect, rel=1e-5)
+    smooth = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 40, 40), 5, 1).permute(0, 2, 3, 1) * 0.5 + 0.25
+    noisy = (smooth + 0.1 * torch.randn_like(smooth)).clamp(0, 1)
+    assert metrics.ssim(smooth, noisy) < 0.5
+    assert metrics.ssim(smooth, smooth * 0.95 + 0.02) > 0.9  # structure kept
+    with pytest.raises(ValueError):
+        metrics.psnr(a, a[:, :16])
