@@ -57,7 +57,9 @@ def test_workflow_matches_nodes(path):
             elif typ in ("INT", "FLOAT"):
                 assert isinstance(v, (int, float)), f"{path.name}: node {n['id']} {name}={v!r}"
                 assert opts.get("min", -1e30) <= v <= opts.get("max", 1e30), f"{path.name}: {name}={v} out of range"
-            if vi < len(values) and values[vi] in ("fixed", "randomize", "increment", "decrement", "image"):
+            has_control = (typ == "INT" and name in ("seed", "noise_seed")) or opts.get("control_after_generate") \
+                or opts.get("image_upload")
+            if has_control and vi < len(values) and values[vi] in ("fixed", "randomize", "increment", "decrement", "image"):
                 vi += 1
         outs = list(cls.RETURN_TYPES)
         assert [o["type"] for o in n.get("outputs", [])] == outs, f"{path.name}: node {n['id']} outputs differ"

@@ -1,0 +1,222 @@
+"""Pinhole camera handling and the UniDepthV2 input geometry (pad to an aspect range, resize to
+a pixel budget, map intrinsics and outputs back).
+
+Follows UniDepthV2's ``infer`` so that the released weights see what they were evaluated with,
+including two of its conventions: pixel centres at ``(u + 0.5, v + 0.5)``, and intrinsics scaled
+by the nominal resize factor (not the per-axis one after rounding to multiples of 14).
+Intrinsics are ``[B,3,3]`` in pixels: ``[[fx, s, cx], [0, fy, cy], [0, 0, 1]]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "AUTHORS_GUESS", "check_camera", "default_camera", "focal_px", "intrinsics_from_lens", "intrinsics_from_exif",
+    "intrinsics_matrix", "get_paddings",
+    "get_resize_factor", "pixel_bounds", "camera_to_network", "intrinsics_from_network",
+    "camera_rays", "pinhole_rays", "pixel_grid",
+]
+
+AUTHORS_GUESS = "authors_guess"  # fx = fy = 0.7 W, principal point at the centre (their pipeline)
+
+
+def intrinsics_matrix(fx, fy, cx, cy) -> torch.Tensor:
+    """``[B,3,3]`` from per-item (or scalar) focal lengths and principal point, in pixels."""
+    fx, fy, cx, cy = (torch.as_tensor(v, dtype=torch.float32).reshape(-1) for v in (fx, fy, cx, cy))
+    b = max(len(fx), len(fy), len(cx), len(cy))
+    k = torch.zeros(b, 3, 3)
+    k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2], k[:, 2, 2] = fx, fy, cx, cy, 1.0
+    return k
+
+
+def focal_px(width: float, focal_35mm: Optional[float] = None, focal_mm: Optional[float] = None,
+             sensor_width_mm: Optional[float] = None) -> float:
+    """Focal length in pixels: ``focal_35mm / 36 * W`` (35 mm-equivalent, full-frame width), else
+    ``focal_mm / sensor_width_mm * W``."""
+    w = float(width)
+    if not math.isfinite(w) or w <= 0:
+        raise ValueError(f"width must be > 0 pixels, got {width!r}")
+    if focal_35mm:
+        if not math.isfinite(focal_35mm) or focal_35mm <= 0:
+            raise ValueError(f"focal_35mm must be > 0 mm, got {focal_35mm!r}")
+        return float(focal_35mm) / 36.0 * w
+    if focal_mm and sensor_width_mm:
+        if focal_mm <= 0 or sensor_width_mm <= 0:
+            raise ValueError(f"focal_mm and sensor_width_mm must be > 0 mm, got {focal_mm!r}, {sensor_width_mm!r}")
+        return float(focal_mm) / float(sensor_width_mm) * w
+    raise ValueError("give focal_35mm, or focal_mm together with sensor_width_mm, to compute the focal length "
+                     "in pixels")
+
+
+def intrinsics_from_lens(width: int, height: int, focal_35mm: Optional[float] = None, focal_mm: Optional[float] = None,
+                         sensor_width_mm: Optional[float] = None, batch: int = 1) -> torch.Tensor:
+    """Pinhole ``[B,3,3]`` from lens values (see :func:`focal_px`), principal point at the centre."""
+    f = focal_px(width, focal_35mm, focal_mm, sensor_width_mm)
+    return intrinsics_matrix(f, f, 0.5 * width, 0.5 * height).expand(batch, 3, 3).clone()
+
+
+def intrinsics_from_exif(info, width: Optional[int] = None, height: Optional[int] = None,
+                         batch: int = 1) -> torch.Tensor:
+    """Pinhole ``[B,3,3]`` from an :class:`~bokehdepth_core.optics.LensInfo` (EXIF) for an image of
+    ``width x height`` (default: the photo's own size; focal lengths scale with width)."""
+    w = int(width or info.width)
+    h = int(height or info.height)
+    if info.focal_35mm:
+        return intrinsics_from_lens(w, h, focal_35mm=info.focal_35mm, batch=batch)
+    if info.focal_mm and info.sensor_width_mm:
+        return intrinsics_from_lens(w, h, focal_mm=info.focal_mm, sensor_width_mm=info.sensor_width_mm, batch=batch)
+    raise ValueError("the photo's EXIF has no 35 mm-equivalent focal length and no focal length + sensor width: "
+                     "enter the focal length by hand, or leave the camera unconnected to let the model predict it")
+
+
+def default_camera(width: int, height: int, batch: int = 1) -> torch.Tensor:
+    """The authors' guessed camera: ``fx = fy = 0.7 * W``, ``cx = W/2``, ``cy = H/2``."""
+    return intrinsics_matrix(0.7 * width, 0.7 * width, 0.5 * width, 0.5 * height).expand(batch, 3, 3).clone()
+
+
+def check_camera(camera, batch: int, width: Optional[int] = None,
+                 height: Optional[int] = None) -> Optional[torch.Tensor]:
+    """Validate a camera argument and return a fresh float32 ``[B,3,3]`` copy (never the caller's
+    tensor), or None to let the model predict it. ``camera`` may be None, ``"authors_guess"``,
+    or a pinhole matrix ``[3,3]``, ``[1,3,3]`` or ``[B,3,3]``."""
+    if camera is None:
+        return None
+    if isinstance(camera, str):
+        if camera == AUTHORS_GUESS:
+            if width is None or height is None:
+                raise ValueError("camera='authors_guess' needs the image size")
+            return default_camera(width, height, batch)
+        raise ValueError(f"camera must be None, '{AUTHORS_GUESS}' or a [B,3,3] pinhole matrix, got {camera!r}")
+    if not isinstance(camera, torch.Tensor):
+        try:
+            camera = torch.as_tensor(camera, dtype=torch.float32)
+        except (TypeError, ValueError):
+            raise ValueError(f"camera must be a [B,3,3] pinhole matrix, got {type(camera).__name__}") from None
+    k = camera.detach().to(device="cpu", dtype=torch.float32).clone()
+    if k.ndim == 2:
+        k = k.unsqueeze(0)
+    if k.ndim != 3 or tuple(k.shape[-2:]) != (3, 3):
+        raise ValueError(f"camera must be a 3x3 pinhole matrix, [3,3] or [B,3,3]; got shape {tuple(camera.shape)}")
+    if k.shape[0] == 1 and batch > 1:
+        k = k.expand(batch, 3, 3).clone()
+    if k.shape[0] != batch:
+        raise ValueError(f"camera has batch {k.shape[0]} but the image batch is {batch}: "
+                         "give one matrix or one per image")
+    if not torch.isfinite(k).all():
+        raise ValueError("camera contains NaN or infinite values")
+    if (k[:, 0, 0] <= 0).any() or (k[:, 1, 1] <= 0).any():
+        raise ValueError(f"camera focal lengths fx, fy must be > 0 pixels, got fx={k[:, 0, 0].tolist()}, "
+                         f"fy={k[:, 1, 1].tolist()}")
+    bottom = torch.tensor([0.0, 0.0, 1.0])
+    if not torch.allclose(k[:, 2], bottom.expand_as(k[:, 2]), atol=1e-6) or (k[:, 1, 0].abs() > 1e-6).any():
+        raise ValueError("camera must be a pinhole matrix [[fx, s, cx], [0, fy, cy], [0, 0, 1]] in pixels; "
+                         f"got rows 2-3 {k[0, 1:].tolist()}")
+    return k
+
+
+# --------------------------------------------------------------------------- input geometry
+
+def get_paddings(shape: Sequence[int], ratio_bounds: Sequence[float]):
+    """Padding ``(left, right, top, bottom)`` and padded ``(H, W)`` that bring ``W/H`` into the
+    aspect range (UniDepthV2's rule: pad the short dimension, split evenly, floor on the left/top)."""
+    h, w = int(shape[0]), int(shape[1])
+    aspect = w / h
+    lo, hi = ratio_bounds
+    target = min(hi, max(lo, aspect))
+    if aspect > target:  # too wide: pad height
+        h_new = int(w / target)
+        top = (h_new - h) // 2
+        return (0, 0, top, h_new - h - top), (h_new, w)
+    w_new = int(h * target)
+    left = (w_new - w) // 2
+    return (left, w_new - w - left, 0, 0), (h, w_new)
+
+
+def pixel_bounds(resolution_level: Optional[int], pixels_min: float, pixels_max: float) -> tuple[float, float]:
+    """Pixel-count bounds; ``resolution_level`` 0..9 picks one tenth of the range (9 = finest)."""
+    if resolution_level is None:
+        return float(pixels_min), float(pixels_max)
+    if isinstance(resolution_level, bool) or not isinstance(resolution_level, (int,)) or not 0 <= resolution_level < 10:
+        raise ValueError("resolution_level must be an integer 0..9 (or None for the full range), "
+                         f"got {resolution_level!r}")
+    step = (pixels_max - pixels_min) / 10
+    return resolution_level * step + pixels_min, (resolution_level + 1) * step + pixels_min
+
+
+def get_resize_factor(shape: Sequence[int], bounds: Sequence[float], multiple: int = 14):
+    """Nominal resize factor into the pixel bounds and the network size (sides rounded up to ``multiple``)."""
+    h, w = int(shape[0]), int(shape[1])
+    n = h * w
+    target = min(bounds[1], max(bounds[0], n))
+    factor = (target / n) ** 0.5
+    nh = math.ceil(int(h * factor) / multiple) * multiple
+    nw = math.ceil(int(w * factor) / multiple) * multiple
+    return factor, (max(nh, multiple), max(nw, multiple))
+
+
+def camera_to_network(k: torch.Tensor, paddings, factor: float) -> torch.Tensor:
+    """Intrinsics of the padded, resized network input (principal point shifted by the padding,
+    the first two rows scaled by the factor)."""
+    left, _, top, _ = paddings
+    k = k.clone()
+    k[:, 0, 2] += left
+    k[:, 1, 2] += top
+    k[:, :2, :] *= factor
+    return k
+
+
+def intrinsics_from_network(k: torch.Tensor, paddings, factor: float) -> torch.Tensor:
+    """Inverse of :func:`camera_to_network` for fx, fy, cx, cy (UniDepthV2's post-processing)."""
+    left, _, top, _ = paddings
+    k = k.clone()
+    for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)):
+        k[:, i, j] = k[:, i, j] / factor
+    k[:, 0, 2] -= left
+    k[:, 1, 2] -= top
+    return k
+
+
+# --------------------------------------------------------------------------- rays
+
+def pixel_grid(batch: int, height: int, width: int, device=None) -> torch.Tensor:
+    """Homogeneous pixel centres ``[B,3,H,W]``: (u + 0.5, v + 0.5, 1)."""
+    u = torch.linspace(0.5, width - 0.5, width, device=device)
+    v = torch.linspace(0.5, height - 0.5, height, device=device)
+    vv, uu = torch.meshgrid(v, u, indexing="ij")
+    return torch.stack([uu, vv, torch.ones_like(uu)]).unsqueeze(0).expand(batch, 3, height, width)
+
+
+def camera_rays(k: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Unit rays ``[B,3,H,W]`` of a given pinhole camera (full inverse, so skew is honoured);
+    computed in float32 as UniDepthV2 does for input cameras."""
+    k = k.float()
+    b = k.shape[0]
+    xyz = torch.linalg.inv(k) @ pixel_grid(b, height, width, k.device).reshape(b, 3, -1)
+    xyz = xyz / xyz[:, 2:].clamp(min=1e-4)
+    xyz = xyz.reshape(b, 3, height, width)
+    return xyz / xyz.norm(dim=1, keepdim=True).clamp(min=1e-4)
+
+
+def pinhole_rays(fx, fy, cx, cy, height: int, width: int) -> torch.Tensor:
+    """Unit rays ``[B,3,H,W]`` of predicted intrinsics (per-item tensors ``[B]``), in their dtype."""
+    grid = pixel_grid(fx.shape[0], height, width, fx.device).to(fx.dtype)
+    # written as the rows of K^-1 applied to (u, v, 1), the way UniDepthV2 computes it
+    x = grid[:, 0] * (1.0 / fx).view(-1, 1, 1) + (-cx / fx).view(-1, 1, 1)
+    y = grid[:, 1] * (1.0 / fy).view(-1, 1, 1) + (-cy / fy).view(-1, 1, 1)
+    rays = torch.stack([x, y, torch.ones_like(x)], dim=1)
+    return rays / rays.norm(dim=1, keepdim=True).clamp(min=1e-5)
+
+
+def unpad_resize(t: torch.Tensor, padded_shape, paddings, mode: str = "bilinear") -> torch.Tensor:
+    """``[B,C,h,w]`` network output -> padded size (bilinear, align_corners=False) -> padding removed."""
+    t = F.interpolate(t, size=tuple(padded_shape), mode=mode, align_corners=False)
+    left, right, top, bottom = paddings
+    return t[..., top:padded_shape[0] - bottom, left:padded_shape[1] - right]
+
+
+__all__.append("unpad_resize")

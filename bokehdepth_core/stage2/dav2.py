@@ -1,0 +1,278 @@
+"""Depth Anything V2 with DSFA stack fusion (BokehDepth Stage-2, paper Sec. 4).
+
+The reference image and every stack frame go through the same DINOv2 encoder as one batch; DSFA
+refines the reference frame's patch tokens at the taps in ``fusion_layers``; the unchanged DPT
+head decodes metric depth (sigmoid x max_depth). Without a stack (or without DSFA weights) this
+is plain Depth Anything V2.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .dinov2 import build_dinov2
+from .dpt import DPTHead
+from .dsfa import DSFABlock
+from .inputs import lower_bound_size, to_network, validate_inputs
+
+log = logging.getLogger("BokehDepth")
+
+__all__ = ["DepthAnythingV2DSFA", "build_dav2_dsfa", "MODEL_CONFIGS", "TAPS"]
+
+# encoder -> DPT head widths
+MODEL_CONFIGS = {
+    "vits": {"features": 64, "out_channels": [48, 96, 192, 384]},
+    "vitb": {"features": 128, "out_channels": [96, 192, 384, 768]},
+    "vitl": {"features": 256, "out_channels": [256, 512, 1024, 1024]},
+    "vitg": {"features": 384, "out_channels": [1536, 1536, 1536, 1536]},
+}
+# ViT blocks whose (final-normed) outputs feed the DPT head
+TAPS = {"vits": [2, 5, 8, 11], "vitb": [2, 5, 8, 11], "vitl": [4, 11, 17, 23], "vitg": [9, 19, 29, 39]}
+
+
+class _FusionLayer(nn.Module):
+    # keeps the release's ``encoder_fusion.layers.{i}.block.*`` key path
+    def __init__(self, block: DSFABlock):
+        super().__init__()
+        self.block = block
+
+
+class EncoderFusion(nn.Module):
+    def __init__(self, embed_dim: int, fusion_layers: Sequence[int], num_heads: int,
+                 layerscale_init: float, alibi_scale: float):
+        super().__init__()
+        self.fusion_layers = [int(i) for i in fusion_layers]
+        self.layers = nn.ModuleDict({
+            str(i): _FusionLayer(DSFABlock(embed_dim, num_heads, layerscale_init, alibi_scale, film_sequential=True))
+            for i in self.fusion_layers
+        })
+
+
+class DepthAnythingV2DSFA(nn.Module):
+    """``model(x, focus_stack, k_stack)`` -> metric depth ``[B,H,W]``.
+
+    x ``[B,3,H,W]`` ImageNet-normalised (H, W multiples of 14), focus_stack ``[B,N,3,H,W]``,
+    k_stack ``[B,N]`` or ``[B,N,1]`` raw K. ``metric=False`` is the relative (disparity)
+    Depth Anything V2 head, for plain relative checkpoints.
+    """
+
+    family = "dav2"
+
+    def __init__(self, encoder: str = "vitl", features: Optional[int] = None, out_channels=None,
+                 use_bn: bool = False, use_clstoken: bool = False, max_depth: float = 80.0,
+                 fusion_layers: Sequence[int] = (2, 3), num_heads: int = 8, layerscale_init: float = 0.1,
+                 alibi_scale: float = 1.0, metric: bool = True, attn_scale: Optional[str] = None):
+        super().__init__()
+        if encoder not in MODEL_CONFIGS:
+            raise ValueError(f"encoder must be one of {sorted(MODEL_CONFIGS)}, got {encoder!r}")
+        cfg = MODEL_CONFIGS[encoder]
+        features = cfg["features"] if features is None else features
+        out_channels = cfg["out_channels"] if out_channels is None else list(out_channels)
+        fusion_layers = [int(i) for i in (fusion_layers or ())]
+        bad = [i for i in fusion_layers if not 0 <= i < 4]
+        if bad:
+            raise ValueError(f"fusion_layers index the 4 DPT taps (0..3), got {bad}")
+        self.encoder = encoder
+        self.max_depth = float(max_depth)
+        self.metric = metric
+        self.fusion_layers = fusion_layers
+        self.intermediate_layer_idx = list(TAPS[encoder])
+        self.config = {"encoder": encoder, "features": features, "out_channels": out_channels,
+                       "use_bn": use_bn, "use_clstoken": use_clstoken, "max_depth": self.max_depth,
+                       "fusion_layers": fusion_layers, "num_heads": num_heads,
+                       "layerscale_init": layerscale_init, "alibi_scale": alibi_scale, "metric": metric}
+        # The DSFA release was trained with double-scaled backbone attention; plain DAv2 was not.
+        attn_scale = attn_scale or ("release_sdpa" if fusion_layers else "standard")
+        self.pretrained = build_dinov2(encoder, attn_scale=attn_scale)
+        if fusion_layers:
+            self.encoder_fusion = EncoderFusion(self.pretrained.embed_dim, fusion_layers, num_heads,
+                                                layerscale_init, alibi_scale)
+        else:
+            self.encoder_fusion = None
+        self.depth_head = DPTHead(self.pretrained.embed_dim, features, use_bn, out_channels, use_clstoken, metric)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def has_dsfa(self) -> bool:
+        return self.encoder_fusion is not None
+
+    @property
+    def variant(self) -> str:
+        return self.encoder
+
+    @property
+    def attn_scale(self) -> str:
+        return self.pretrained.attn_scale
+
+    @attn_scale.setter
+    def attn_scale(self, mode: str) -> None:
+        self.pretrained.attn_scale = mode
+
+    def describe(self) -> str:
+        kind = "Depth Anything V2 + DSFA" if self.has_dsfa else "Depth Anything V2"
+        head = f"metric, max {self.max_depth:g} m" if self.metric else "relative"
+        return f"{kind} {self.encoder} ({head}, attention {self.attn_scale})"
+
+    # ------------------------------------------------------------------ forward
+    def encode(self, x: torch.Tensor):
+        return self.pretrained.get_intermediate_layers(x, self.intermediate_layer_idx, return_class_token=True)
+
+    def forward(self, x: torch.Tensor, focus_stack: Optional[torch.Tensor] = None,
+                k_stack: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"x must be [B,3,H,W], got {tuple(x.shape)}")
+        b, _, h, w = x.shape
+        ph, pw = h // 14, w // 14
+        n = 0 if focus_stack is None else focus_stack.shape[1]
+        if n and self.has_dsfa:
+            if focus_stack.ndim != 5 or focus_stack.shape[0] != b or tuple(focus_stack.shape[2:]) != (3, h, w):
+                raise ValueError(f"focus_stack must be [B,N,3,H,W] = [{b},N,3,{h},{w}], got {tuple(focus_stack.shape)}")
+            if k_stack is None:
+                raise ValueError("focus_stack given without k_stack: pass one raw K per frame")
+            k_stack = torch.as_tensor(k_stack, device=x.device)
+            if k_stack.numel() != b * n:
+                raise ValueError(f"k_stack must be [B,N] or [B,N,1] = [{b},{n}], got {tuple(k_stack.shape)}")
+            frames = torch.cat([x.unsqueeze(1), focus_stack.to(x.dtype)], dim=1).flatten(0, 1)
+            feats = []
+            for i, (tokens, cls) in enumerate(self.encode(frames)):  # one encoder pass for all N+1 frames
+                tokens = tokens.unflatten(0, (b, n + 1))
+                cls = cls.unflatten(0, (b, n + 1))[:, 0]
+                ref = tokens[:, 0]
+                if i in self.fusion_layers:
+                    ref = self.encoder_fusion.layers[str(i)].block(ref, tokens[:, 1:], k_stack.reshape(b, n))
+                feats.append((ref, cls))
+        else:
+            feats = self.encode(x)
+        out = self.depth_head(feats, ph, pw)
+        if self.metric:
+            out = out * self.max_depth
+        return out.squeeze(1)
+
+    # ------------------------------------------------------------------ core-convention inference
+    @torch.no_grad()
+    def estimate(self, image: torch.Tensor, stack=None, k_values=None, input_size: int = 518,
+                 device=None, dtype=None, callback: Optional[Callable[[int, int], None]] = None, **kw) -> dict:
+        """image ``[B,H,W,3]`` 0..1 (+ stack ``[B,N,H,W,3]``/BokehStack and K) -> dict with
+        ``depth`` ``[B,H,W]`` float32 (metres for metric heads) on the image's device."""
+        for name in ("camera", "resolution_level"):
+            if kw.get(name) is not None:
+                log.warning("%s is not used by Depth Anything V2: ignored", name)
+        image, stack, k = validate_inputs(image, stack, k_values)
+        if stack is not None and not self.has_dsfa:
+            log.warning("this Depth Anything V2 model has no DSFA weights: the bokeh stack is ignored")
+            stack, k = None, None
+        p = next(self.parameters())
+        device = torch.device(device) if device is not None else p.device
+        dtype = dtype or (p.dtype if device.type != "cpu" else torch.float32)
+        if p.device != device or p.dtype != dtype:
+            self.to(device=device, dtype=dtype)
+        self.eval()
+        b, h, w, _ = image.shape
+        size = lower_bound_size(h, w, input_size)
+        out = []
+        for i in range(b):
+            x = to_network(image[i:i + 1], size, device, dtype)
+            if stack is not None:
+                s = to_network(stack[i:i + 1], size, device, dtype)
+                d = self(x, s, k[i:i + 1].to(device))
+            else:
+                d = self(x)
+            d = F.interpolate(d[:, None].float(), (h, w), mode="bilinear", align_corners=True)[:, 0]
+            out.append(d.to(image.device))
+            if callback is not None:
+                callback(i + 1, b)
+        raw = torch.cat(out, 0)
+        result = {"depth": raw, "confidence": None, "intrinsics": None, "points": None,
+                  "relative": not self.metric, "network_size": size,
+                  "used_stack": stack is not None, "model": self.describe()}
+        if not self.metric:
+            # Relative DAv2 predicts affine-invariant disparity; give a unitless depth-like map
+            # (median 1) so downstream nodes see "far = larger", and keep the raw output.
+            med = raw.flatten(1).median(dim=1).values.clamp_min(1e-6).view(-1, 1, 1)
+            result["disparity"] = raw
+            result["depth"] = med / raw.clamp_min(med * 1e-3)
+        return result
+
+
+def build_dav2_dsfa(encoder: str = "vitl", max_depth: float = 80.0, fusion_layers: Sequence[int] = (2, 3),
+                    num_heads: int = 8, layerscale_init: float = 0.1, alibi_scale: float = 1.0,
+                    **kw) -> DepthAnythingV2DSFA:
+    """Depth Anything V2 + DSFA in the release layout (random weights; load a file next).
+    ``fusion_layers=()`` gives plain Depth Anything V2. Extra keywords: ``metric``, ``use_bn``,
+    ``use_clstoken``, ``features``, ``out_channels``, ``attn_scale``."""
+    return DepthAnythingV2DSFA(encoder=encoder, max_depth=max_depth, fusion_layers=fusion_layers,
+                               num_heads=num_heads, layerscale_init=layerscale_init,
+                               alibi_scale=alibi_scale, **kw)
+
+
+def benchmark(args) -> None:
+    """ms per forward of vits at 518x518 (default) with N=0 and N=3, peak memory, ratio.
+    N=0 and N=3 runs alternate so that both see the same machine load."""
+    import os
+    import time
+
+    size = max(14, (args.size or 518) // 14 * 14)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = build_dav2_dsfa("vits").to(device).eval()
+    x = torch.randn(1, 3, size, size, device=device)
+    cases = {0: (None, None),
+             3: (torch.randn(1, 3, 3, size, size, device=device), torch.tensor([[5.0, 15.0, 40.0]], device=device))}
+    times = {n: [] for n in cases}
+    cpu = {n: [] for n in cases}  # process CPU time: less sensitive than wall time to other jobs
+    peak = {}
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    with torch.inference_mode():
+        for n, (stack, k) in cases.items():  # warm-up, and the peak memory of each case
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            model(x, stack, k)
+            sync()
+            peak[n] = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _peak_rss_mb()
+        for _ in range(max(1, args.repeat)):
+            for n, (stack, k) in cases.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                model(x, stack, k)
+                sync()
+                times[n].append((time.perf_counter() - t0) * 1000)
+                cpu[n].append((time.process_time() - c0) * 1000)
+    med = {n: sorted(t)[len(t) // 2] for n, t in times.items()}
+    cmed = {n: sorted(t)[len(t) // 2] for n, t in cpu.items()}
+    what = "GPU allocated" if device.type == "cuda" else "process RSS"
+    for n in cases:
+        print(f"dav2 vits {size}x{size} N={n}: median {med[n]:.0f} ms, best {min(times[n]):.0f} ms "
+              f"over {len(times[n])} runs, CPU time {cmed[n]:.0f} ms, peak {what} {peak[n]:.0f} MiB")
+    ratios = sorted(b / a for a, b in zip(times[0], times[3]))
+    print(f"ratio N=3/N=0: median of paired runs {ratios[len(ratios) // 2]:.2f} "
+          f"(ideal ~4: the encoder sees 4 frames, the DPT head one); by CPU time {cmed[3] / cmed[0]:.2f}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load:.1f}")
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _peak_rss_mb() -> float:
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    except Exception:  # pragma: no cover - non-POSIX
+        return float("nan")

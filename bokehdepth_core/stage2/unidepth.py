@@ -1,0 +1,400 @@
+"""UniDepthV2 + DSFA: metric depth, camera and 3-D points from an image and its bokeh stack.
+
+The layout of the authors' ``UDv2_dsfa_release.pth`` (DINOv2 ViT-L/14 under
+``pixel_encoder.backbone``, one DSFA block per encoder stage under ``pixel_encoder.fusion_blocks``,
+the UniDepthV2 decoder under ``pixel_decoder``) and the pre/post-processing of UniDepthV2's
+``infer``. The reference frame and all stack frames go through the ViT as one batch; each stage's
+last block output of the reference is refined by that stage's DSFA block and stands for the
+whole stage; the decoder sees the reference only.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .checkpoints import register_family
+from .camera import (camera_rays, camera_to_network, check_camera, get_paddings, get_resize_factor,
+                     intrinsics_from_network, pixel_bounds, unpad_resize)
+from .dinov2 import DinoV2
+from .dsfa import DSFABlock
+from .inputs import IMAGENET_MEAN, IMAGENET_STD, validate_inputs
+from .unidepth_decoder import UniDepthDecoder
+
+log = logging.getLogger("BokehDepth")
+
+__all__ = ["UniDepthV2DSFA", "build_unidepthv2_dsfa", "RELEASE_CONFIG", "benchmark", "detect_unidepth",
+           "config_from_state_dict"]
+
+# The authors' config_v2_vitl14_DSFA_inference.json, flattened.
+RELEASE_CONFIG = {
+    "embed_dim": 1024, "depth": 24, "vit_heads": 16, "patch_size": 14, "img_size": 518,
+    "output_idx": [6, 12, 18, 24], "use_norm": True,
+    "fusion_layers": [0, 1, 2, 3], "fusion_num_heads": 8, "fusion_layerscale": 0.1, "alibi_scale": 1.0,
+    "hidden_dim": 512, "num_heads": 8, "expansion": 4, "layer_scale": 1.0,
+    "decoder_depths": [2, 2, 2], "out_dim": 64, "kernel_size": 3,
+    "ratio_bounds": [0.5, 2.5], "pixels_min": 200000, "pixels_max": 600000, "shape_mult": 14,
+}
+
+
+def _flatten_authors_config(cfg: dict) -> dict:
+    """Accept the authors' nested JSON config (``{"model": ..., "data": ...}``) too."""
+    out = {}
+    model = cfg.get("model", {})
+    enc = model.get("pixel_encoder", {})
+    dec = model.get("pixel_decoder", {})
+    shape = cfg.get("data", {}).get("augmentations", {}).get("shape_constraints", {})
+    name = enc.get("name", "dinov2_vitl14_DSFA")
+    if name != "dinov2_vitl14_DSFA":
+        raise ValueError(f"only the dinov2_vitl14_DSFA encoder is supported, the config names {name!r}")
+    for src, dst in (("output_idx", "output_idx"), ("use_norm", "use_norm"), ("fusion_layers", "fusion_layers"),
+                     ("fusion_num_heads", "fusion_num_heads"), ("fusion_layerscale", "fusion_layerscale"),
+                     ("alibi_scale", "alibi_scale")):
+        if src in enc:
+            out[dst] = enc[src]
+    for src, dst in (("hidden_dim", "hidden_dim"), ("depths", "decoder_depths"), ("out_dim", "out_dim"),
+                     ("kernel_size", "kernel_size")):
+        if src in dec:
+            out[dst] = dec[src]
+    for key in ("num_heads", "expansion", "layer_scale"):
+        if key in model:
+            out[key] = model[key]
+    for key in ("ratio_bounds", "pixels_min", "pixels_max", "shape_mult"):
+        if key in shape:
+            out[key] = shape[key]
+    return out
+
+
+def _resolve_config(config: Optional[dict]) -> dict:
+    cfg = copy.deepcopy(RELEASE_CONFIG)
+    if config:
+        if "model" in config:
+            config = _flatten_authors_config(config)
+        unknown = sorted(set(config) - set(cfg))
+        if unknown:
+            raise ValueError(f"unknown UniDepthV2 config keys {unknown}; known: {sorted(cfg)}")
+        cfg.update(copy.deepcopy(config))
+    idx = list(cfg["output_idx"])
+    if not idx or idx != sorted(idx) or idx[0] < 1 or idx[-1] > cfg["depth"]:
+        raise ValueError(f"output_idx must be increasing block counts within 1..{cfg['depth']}, got {idx}")
+    bad = [i for i in cfg["fusion_layers"] if not 0 <= int(i) < len(idx)]
+    if bad:
+        raise ValueError(f"fusion_layers {bad} out of range for {len(idx)} encoder stages")
+    return cfg
+
+
+class UniDepthEncoder(nn.Module):
+    """DINOv2 backbone + DSFA fusion blocks (``pixel_encoder`` in the release)."""
+
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.backbone = DinoV2(embed_dim=cfg["embed_dim"], depth=cfg["depth"], num_heads=cfg["vit_heads"],
+                               patch_size=cfg["patch_size"], img_size=cfg["img_size"], register_param=True,
+                               interpolate_offset=0.0, attn_scale="standard", norm_eps=1e-6, final_norm_eps=1e-5)
+        self.output_idx = [int(i) for i in cfg["output_idx"]]
+        self.use_norm = bool(cfg["use_norm"])
+        self.fusion_layers = sorted({int(i) for i in cfg["fusion_layers"]})
+        self.fusion_blocks = nn.ModuleDict({
+            str(i): DSFABlock(cfg["embed_dim"], num_heads=cfg["fusion_num_heads"],
+                              layerscale_init=cfg["fusion_layerscale"], alibi_scale=cfg["alibi_scale"],
+                              film_sequential=False)
+            for i in self.fusion_layers
+        })
+
+    def forward(self, x: torch.Tensor, focus_stack: Optional[torch.Tensor] = None,
+                k_stack: Optional[torch.Tensor] = None):
+        """x ``[B,3,H,W]`` (+ stack ``[B,N,3,H,W]``, K ``[B,N]``) -> per stage: patch features
+        ``[B,h,w,D]`` and class tokens ``[B,1,D]`` of the reference frame."""
+        b, _, H, W = x.shape
+        h, w = H // self.backbone.patch_size, W // self.backbone.patch_size
+        n = 0 if focus_stack is None else focus_stack.shape[1]
+        use_stack = n > 0 and len(self.fusion_blocks) > 0
+        frames = torch.cat([x.unsqueeze(1), focus_stack.to(x.dtype)], 1).flatten(0, 1) if use_stack else x
+        outs = self.backbone.get_intermediate_layers(frames, [i - 1 for i in self.output_idx],
+                                                     return_class_token=True, norm=self.use_norm)
+        feats, cls = [], []
+        for stage, (tokens, cls_tok) in enumerate(outs):
+            if use_stack:
+                tokens = tokens.unflatten(0, (b, n + 1))
+                cls_tok = cls_tok.unflatten(0, (b, n + 1))[:, 0]
+                ref = tokens[:, 0]
+                if str(stage) in self.fusion_blocks:
+                    ref = self.fusion_blocks[str(stage)](ref, tokens[:, 1:], k_stack)
+                tokens = ref
+            feats.append(tokens.reshape(b, h, w, -1))
+            cls.append(cls_tok.unsqueeze(1))
+        return feats, cls
+
+
+class UniDepthV2DSFA(nn.Module):
+    """UniDepthV2 with DSFA. ``forward(x, focus_stack, k_stack, rays)`` works on network tensors;
+    :meth:`estimate` takes core-convention images and does UniDepthV2's pre/post-processing."""
+
+    family = "unidepthv2"
+
+    def __init__(self, config: Optional[dict] = None):
+        super().__init__()
+        cfg = _resolve_config(config)
+        self.config = cfg
+        self.pixel_encoder = UniDepthEncoder(cfg)
+        self.pixel_decoder = UniDepthDecoder(
+            [cfg["embed_dim"]] * len(cfg["output_idx"]), hidden_dim=cfg["hidden_dim"], num_heads=cfg["num_heads"],
+            expansion=cfg["expansion"], depths=cfg["decoder_depths"], out_dim=cfg["out_dim"],
+            kernel_size=cfg["kernel_size"], layer_scale=cfg["layer_scale"])
+
+    @property
+    def has_dsfa(self) -> bool:
+        return len(self.pixel_encoder.fusion_blocks) > 0
+
+    @property
+    def variant(self) -> str:
+        dim, depth = self.config["embed_dim"], self.config["depth"]
+        return "vitl14" if (dim, depth) == (1024, 24) else f"vit{dim}x{depth}"  # as detect_unidepth names files
+
+    def describe(self) -> str:
+        return f"UniDepthV2 + DSFA {self.variant} (metric depth, camera, points)"
+
+    def forward(self, x: torch.Tensor, focus_stack: Optional[torch.Tensor] = None,
+                k_stack: Optional[torch.Tensor] = None, rays: Optional[torch.Tensor] = None) -> dict:
+        """x ``[B,3,H,W]`` ImageNet-normalised, H and W multiples of 14; focus_stack ``[B,N,3,H,W]``;
+        k_stack ``[B,N]`` raw K; rays ``[B,3,H,W]`` unit rays of a known camera or None.
+        Returns network-resolution ``depth``/``radius``/``confidence`` ``[B,1,H,W]``,
+        ``points``/``rays`` ``[B,3,H,W]`` and predicted ``intrinsics`` ``[B,3,3]``."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"x must be [B,3,H,W], got {tuple(x.shape)}")
+        b, _, H, W = x.shape
+        p = self.pixel_encoder.backbone.patch_size
+        if H % p or W % p:
+            raise ValueError(f"x height and width must be multiples of {p}, got {H}x{W}")
+        if focus_stack is not None and focus_stack.shape[1] > 0:
+            if focus_stack.ndim != 5 or focus_stack.shape[0] != b or tuple(focus_stack.shape[2:]) != (3, H, W):
+                raise ValueError(f"focus_stack must be [B,N,3,H,W] = [{b},N,3,{H},{W}], got {tuple(focus_stack.shape)}")
+            n = focus_stack.shape[1]
+            if k_stack is None:
+                raise ValueError("focus_stack given without k_stack: pass one raw K per frame")
+            k_stack = torch.as_tensor(k_stack, device=x.device)
+            if k_stack.numel() != b * n:
+                raise ValueError(f"k_stack must be [B,N] or [B,N,1] = [{b},{n}], got {tuple(k_stack.shape)}")
+            k_stack = k_stack.reshape(b, n).to(x.dtype)
+        else:
+            focus_stack, k_stack = None, None
+        if rays is not None and tuple(rays.shape) != (b, 3, H, W):
+            raise ValueError(f"rays must be [B,3,H,W] = [{b},3,{H},{W}], got {tuple(rays.shape)}")
+        feats, cls = self.pixel_encoder(x, focus_stack, k_stack)
+        return self.pixel_decoder(feats, cls, (H, W), rays)
+
+    # ------------------------------------------------------------------ core-convention inference
+    def network_geometry(self, height: int, width: int, resolution_level: Optional[int] = None):
+        """(paddings l/r/t/b, padded (H, W), nominal resize factor, network (h, w)) for an image."""
+        cfg = self.config
+        pads, padded = get_paddings((height, width), cfg["ratio_bounds"])
+        bounds = pixel_bounds(resolution_level, cfg["pixels_min"], cfg["pixels_max"])
+        factor, size = get_resize_factor(padded, bounds, cfg["shape_mult"])
+        return pads, padded, factor, size
+
+    @staticmethod
+    def _to_network(images: torch.Tensor, pads, size, device, dtype) -> torch.Tensor:
+        """``[N,H,W,3]`` 0..1 -> normalise, zero-pad, bilinear resize (UniDepthV2's order) ``[N,3,h,w]``."""
+        x = images.permute(0, 3, 1, 2).to(device=device, dtype=torch.float32)
+        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+        x = F.pad((x - mean) / std, pads, value=0.0)
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+        return x.to(dtype)
+
+    @torch.no_grad()
+    def estimate(self, image: torch.Tensor, stack=None, k_values=None, camera=None,
+                 resolution_level: Optional[int] = None, device=None, dtype=None,
+                 callback: Optional[Callable[[int, int], None]] = None, **kw) -> dict:
+        """image ``[B,H,W,3]`` 0..1 (+ stack ``[B,N,H,W,3]``/BokehStack and raw K ``[B,N]``) ->
+        dict: ``depth`` ``[B,H,W]`` m, ``intrinsics`` ``[B,3,3]`` (the model's own prediction, in
+        image pixels), ``points`` ``[B,H,W,3]`` m, ``confidence`` ``[B,H,W]``, ``rays`` ``[B,H,W,3]``.
+
+        ``camera``: None (predicted), a pinhole ``[3,3]``/``[B,3,3]`` in image pixels (its rays
+        replace the predicted ones for depth and points), or ``"authors_guess"`` (fx = fy = 0.7 W).
+        ``resolution_level`` 0..9 picks the network pixel budget (None: UniDepthV2's full range).
+        """
+        kw.pop("input_size", None)  # Depth Anything's knob; UniDepthV2 sizes by resolution_level
+        if kw:
+            log.warning("unused arguments for UniDepthV2: %s", ", ".join(sorted(kw)))
+        image, stack, k = validate_inputs(image, stack, k_values)
+        if stack is not None and not self.has_dsfa:
+            log.warning("this UniDepthV2 model has no DSFA blocks: the bokeh stack is ignored")
+            stack, k = None, None
+        b, H, W, _ = image.shape
+        cam = check_camera(camera, b, W, H)
+        pads, padded, factor, size = self.network_geometry(H, W, resolution_level)
+        p = next(self.parameters())
+        device = torch.device(device) if device is not None else p.device
+        dtype = dtype or (p.dtype if device.type != "cpu" else torch.float32)
+        if p.device != device or p.dtype != dtype:
+            self.to(device=device, dtype=dtype)
+        self.eval()
+        keys = ("depth", "points", "confidence", "rays", "intrinsics")
+        outs = {key: [] for key in keys}
+        for i in range(b):
+            x = self._to_network(image[i:i + 1], pads, size, device, dtype)
+            s = kk = rays = None
+            if stack is not None:
+                s = self._to_network(stack[i], pads, size, device, dtype).unsqueeze(0)
+                kk = k[i:i + 1].to(device)
+            if cam is not None:
+                rays = camera_rays(camera_to_network(cam[i:i + 1], pads, factor).to(device), *size)
+            o = self(x, s, kk, rays)
+            points = unpad_resize(o["points"].float(), padded, pads)
+            rays_out = unpad_resize(o["rays"].float(), padded, pads)
+            outs["points"].append(points.permute(0, 2, 3, 1).to(image.device))
+            outs["depth"].append(points[:, 2].to(image.device))
+            outs["confidence"].append(unpad_resize(o["confidence"].float(), padded, pads)[:, 0].to(image.device))
+            outs["rays"].append((rays_out / rays_out.norm(dim=1, keepdim=True).clamp(min=1e-5))
+                                .permute(0, 2, 3, 1).to(image.device))
+            outs["intrinsics"].append(intrinsics_from_network(o["intrinsics"].float(), pads, factor).to(image.device))
+            if callback is not None:
+                callback(i + 1, b)
+        result = {key: torch.cat(v, 0) for key, v in outs.items()}
+        result.update({
+            "relative": False, "network_size": tuple(size), "paddings": tuple(pads),
+            "used_stack": stack is not None and self.has_dsfa,
+            "camera": camera if isinstance(camera, str) else ("predicted" if camera is None else "given"),
+            "model": self.describe(),
+        })
+        return result
+
+
+    # ------------------------------------------------------------------ checkpoint hooks
+    def adapt_checkpoint(self, state_dict: dict, raw=None) -> dict:
+        """Overlay the file's EMA weights when it carries them, as UniDepth's loader does:
+        ``raw["ema"]["shadow_params"]`` is a list in state-dict order (or a name -> tensor dict)."""
+        ema = None
+        if isinstance(raw, dict):
+            ema = raw.get("ema") or raw.get("ema_state_dict")
+        if not isinstance(ema, dict):
+            return state_dict
+        params = ema.get("shadow_params") or ema.get("average_params")
+        if isinstance(params, dict):
+            over = {k[7:] if k.startswith("module.") else k: v for k, v in params.items()
+                    if isinstance(v, torch.Tensor)}
+        elif isinstance(params, (list, tuple)):
+            # The authors' order is the model's state-dict order, which ours reproduces (tested).
+            names = list(self.state_dict().keys())
+            if len(params) != len(names):
+                log.warning("EMA weights in the file have %d entries for %d model tensors: not used",
+                            len(params), len(names))
+                return state_dict
+            over = {k: v for k, v in zip(names, params) if isinstance(v, torch.Tensor)}
+        else:
+            log.warning("EMA entry of the checkpoint not understood: not used")
+            return state_dict
+        bad = [k for k, v in over.items() if k in state_dict and tuple(v.shape) != tuple(state_dict[k].shape)]
+        if bad:
+            log.warning("EMA weights do not match the model (first: %s): not used", bad[0])
+            return state_dict
+        merged = dict(state_dict)
+        merged.update({k: v for k, v in over.items() if k in merged})
+        return merged
+
+
+def config_from_state_dict(sd: dict) -> dict:
+    """Model config implied by a UniDepthV2 + DSFA state dict (release values where the file
+    cannot say: output taps are spread evenly over the ViT blocks)."""
+    w = sd["pixel_encoder.backbone.patch_embed.proj.weight"]
+    dim, patch = int(w.shape[0]), int(w.shape[-1])
+    depth = 1 + max(int(k.split(".")[3]) for k in sd if k.startswith("pixel_encoder.backbone.blocks."))
+    grid = int(round((sd["pixel_encoder.backbone.pos_embed"].shape[1] - 1) ** 0.5))
+    fusion = sorted({int(k.split(".")[2]) for k in sd if k.startswith("pixel_encoder.fusion_blocks.")})
+    cfg = {"embed_dim": dim, "depth": depth, "vit_heads": max(1, dim // 64), "patch_size": patch,
+           "img_size": grid * patch, "fusion_layers": fusion,
+           "output_idx": [depth * (i + 1) // 4 for i in range(4)]}
+    if depth == 24:
+        cfg["output_idx"] = list(RELEASE_CONFIG["output_idx"])
+    adapter = sd.get("pixel_decoder.input_adapter.input_adapters.0.weight")
+    if adapter is not None:
+        cfg["hidden_dim"] = hidden = int(adapter.shape[0])
+        lr = sd.get("pixel_decoder.depth_layer.to_depth_lr.weight")
+        if lr is not None:
+            # out_dim only matters when it exceeds the last level's width (hidden / 4)
+            lr_in = int(lr.shape[1])
+            cfg["out_dim"] = lr_in if lr_in != hidden // 4 else min(RELEASE_CONFIG["out_dim"], lr_in)
+        n_up = len({k.split(".")[3] for k in sd if k.startswith("pixel_decoder.depth_layer.ups.")})
+        if n_up:
+            cfg["decoder_depths"] = [
+                len({k.split(".")[5] for k in sd if k.startswith(f"pixel_decoder.depth_layer.ups.{i}.convs.")})
+                for i in range(n_up)]
+    return cfg
+
+
+def detect_unidepth(sd: dict) -> Optional[str]:
+    """Variant name for a UniDepthV2 + DSFA state dict, else None."""
+    w = sd.get("pixel_encoder.backbone.patch_embed.proj.weight")
+    if w is None or not any(k.startswith("pixel_decoder.") for k in sd):
+        return None
+    depth = 1 + max((int(k.split(".")[3]) for k in sd if k.startswith("pixel_encoder.backbone.blocks.")), default=-1)
+    return "vitl14" if (int(w.shape[0]), depth) == (1024, 24) else f"vit{int(w.shape[0])}x{depth}"
+
+
+def _build_for_checkpoint(sd: dict, variant: str, config: Optional[dict] = None, **kw) -> "UniDepthV2DSFA":
+    """Model for a file: its shapes decide the sizes; ``config`` overrides what a file cannot
+    say (head counts, output taps)."""
+    unused = sorted(k for k, v in kw.items() if v is not None and not k.startswith("plain_"))
+    if unused:  # plain_* are Depth Anything V2 options, passed for any file by the loader node
+        log.warning("unused arguments for UniDepthV2: %s", ", ".join(unused))
+    cfg = config_from_state_dict(sd)
+    cfg.update(config or {})
+    return UniDepthV2DSFA(cfg)
+
+
+def build_unidepthv2_dsfa(config: Optional[dict] = None) -> UniDepthV2DSFA:
+    """UniDepthV2 + DSFA with the release config (random weights; load a file next). ``config``
+    overrides keys of :data:`RELEASE_CONFIG` (e.g. a small ViT for tests), or is the authors'
+    nested JSON config."""
+    return UniDepthV2DSFA(config)
+
+
+# --------------------------------------------------------------------------- benchmark
+
+def benchmark(args) -> None:
+    """ms per forward of the release-size model at 480x640 (network 476x644 -> see output) with
+    N=0 and N=3 stack frames, and peak memory."""
+    import time
+
+    from .dav2 import _peak_rss_mb, _rss_mb
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = build_unidepthv2_dsfa().to(device).eval()
+    h, w = (480, 640) if not args.size else (args.size * 3 // 4, args.size)
+    pads, padded, factor, size = model.network_geometry(h, w)
+    x = torch.randn(1, 3, *size, device=device)
+    print(f"unidepthv2 vitl14 input {w}x{h} -> network {size[1]}x{size[0]} "
+          f"({size[0] // 14 * size[1] // 14} tokens per frame)")
+    results = {}
+    for n in (0, 3):
+        stack = torch.randn(1, n, 3, *size, device=device) if n else None
+        k = torch.linspace(10, 30, n, device=device).view(1, n) if n else None
+        with torch.inference_mode():
+            model(x, stack, k)  # warm-up
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            times = []
+            for _ in range(max(1, args.repeat)):
+                t0 = time.perf_counter()
+                model(x, stack, k)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append((time.perf_counter() - t0) * 1000)
+        peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _peak_rss_mb()
+        results[n] = min(times)
+        kind = "GPU alloc" if device.type == "cuda" else "process RSS"
+        print(f"unidepthv2 N={n}: best {min(times):.0f} ms, median {sorted(times)[len(times) // 2]:.0f} ms, "
+              f"peak {kind} {peak:.0f} MiB (RSS now {_rss_mb():.0f})")
+    print(f"ratio N=3/N=0 (best): {results[3] / results[0]:.2f}")
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+
+
+register_family("unidepthv2", detect_unidepth, _build_for_checkpoint)

@@ -1,0 +1,186 @@
+"""Stage-2 nodes: load a depth model (DSFA releases, plain Depth Anything V2) and estimate metric
+depth from an image, optionally fused with its bokeh stack."""
+
+from __future__ import annotations
+
+import torch
+
+from ..bokehdepth_core import depth_io, stage2
+from ..bokehdepth_core.stage2.checkpoints import WHERE_TO_GET
+from ..bokehdepth_core.types import BokehStack, DepthMap
+from . import comfy_seam as seam
+from .common import BOKEH_STACK, CAMERA, DEPTH, DEPTH_MODEL, K_LIST, category
+
+DEFAULT_FILE = "DAV2_dsfa_release.pth"
+HEADS = ["auto", "metric", "relative"]
+
+
+def _model_files() -> list[str]:
+    # The release name stays listed so shared workflows validate; picking it without the file
+    # gives the clear "where to get it" error.
+    files = seam.list_models()
+    release = (DEFAULT_FILE, "UDv2_dsfa_release.pth")
+    return list(release) + [f for f in files if f not in release]
+
+
+def _check_model(model):
+    if not hasattr(model, "estimate"):
+        raise ValueError("model must come from 'Load BokehDepth Depth Model' (a BOKEHDEPTH_MODEL), "
+                         f"got {type(model).__name__}")
+
+
+def _common_inputs() -> dict:
+    return {
+        "model": (DEPTH_MODEL, {"tooltip": "Depth model from 'Load BokehDepth Depth Model'."}),
+        "image": ("IMAGE", {"tooltip": "Sharp reference image(s); depth comes out at this size."}),
+        "input_size": ("INT", {"default": 518, "min": 14, "max": 4096, "step": 14,
+                               "tooltip": "Short side the network sees (multiple of 14). 518 is what the "
+                                          "models were trained at; larger = finer detail, slower."}),
+        "colormap": (list(depth_io.COLORMAPS), {"default": "Spectral",
+                                                "tooltip": "Colormap of the preview image (near = warm/bright)."}),
+    }
+
+
+def _camera_input() -> dict:
+    return {"camera": (CAMERA, {"tooltip": "Pinhole intrinsics [B,3,3] in pixels, for models that use a camera "
+                                           "(UniDepthV2). Depth Anything V2 ignores it."})}
+
+
+def _run(model, image, stack, k_values, input_size, colormap, camera):
+    _check_model(model)
+    seam.check_interrupt()
+    progress = seam.Progress(int(image.shape[0]))
+    kw = {"camera": camera} if camera is not None else {}
+    out = stage2.estimate_depth(model, image, stack, k_values, input_size=int(input_size),
+                                device=seam.torch_device(), callback=progress.callback, **kw)
+    dev = seam.intermediate_device()
+    meta = {k: out[k] for k in ("relative", "used_stack", "model", "network_size") if k in out}
+    if out.get("relative"):
+        meta["units"] = "relative (median 1), not metres"
+    if out.get("points") is not None:
+        meta["points"] = out["points"].to(dev)
+    opt = {k: (out[k].to(dev) if out.get(k) is not None else None) for k in ("confidence", "intrinsics")}
+    dm = DepthMap(depth=out["depth"].float().to(dev), meta=meta, **opt)
+    preview = depth_io.colorize(dm.depth, cmap=colormap).to(dev)
+    return (dm, preview)
+
+
+class LoadDepthModel:
+    DESCRIPTION = ("Load a Stage-2 depth model from the 'bokehdepth' model folder: the BokehDepth releases "
+                   "(DAV2_dsfa_release.pth, UDv2_dsfa_release.pth) or plain Depth Anything V2 files "
+                   "(.pth/.safetensors). The model type and encoder size are read from the file.")
+    CATEGORY = category("Depth")
+    FUNCTION = "load"
+    RETURN_TYPES = (DEPTH_MODEL, "STRING")
+    RETURN_NAMES = ("model", "info")
+    OUTPUT_TOOLTIPS = ("The loaded depth model.", "What was loaded (family, encoder, head, attention).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model_file": (_model_files(), {"default": DEFAULT_FILE,
+                                            "tooltip": "Weight file in models/bokehdepth (or a path added for "
+                                                       "'bokehdepth' in extra_model_paths.yaml)."}),
+            "dtype": (["auto", "fp32", "fp16", "bf16"], {"default": "auto",
+                                                         "tooltip": "auto = bf16/fp16 on GPU, fp32 on CPU."}),
+            "plain_dav2_head": (HEADS, {"default": "auto",
+                                        "tooltip": "Only for plain Depth Anything V2 files: metric or relative head. "
+                                                   "auto follows the file name ('metric_hypersim'/'metric_vkitti' = "
+                                                   "metric, otherwise relative)."}),
+            "max_depth_m": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1000.0, "step": 1.0,
+                                      "tooltip": "Only for plain metric Depth Anything V2 files: the head's maximum "
+                                                 "depth. 0 = from the file name (hypersim 20 m, vkitti 80 m)."}),
+        }}
+
+    @classmethod
+    def IS_CHANGED(cls, model_file, **_):
+        try:
+            return seam.file_hash(seam.model_path(model_file))
+        except FileNotFoundError:
+            return model_file
+
+    def load(self, model_file, dtype, plain_dav2_head, max_depth_m):
+        path = seam.model_path(model_file, where_to_get=WHERE_TO_GET)
+        seam.free_memory()
+        device = seam.torch_device()
+        torch_dtype = seam.pick_dtype(device, dtype)
+        model = stage2.build_from_checkpoint(path, device=device, dtype=torch_dtype, plain_head=plain_dav2_head,
+                                             plain_max_depth=float(max_depth_m) or None)
+        describe = model.describe() if hasattr(model, "describe") else type(model).__name__
+        return (model, f"{describe} from {model_file}, {torch_dtype} on {device}")
+
+
+class EstimateDepthStack:
+    DESCRIPTION = ("Metric depth of an image, fused with its bokeh stack through DSFA (BokehDepth Stage-2). "
+                   "The stack is a BOKEH_STACK, or an IMAGE batch of frames with their K list.")
+    CATEGORY = category("Depth")
+    FUNCTION = "estimate"
+    RETURN_TYPES = (DEPTH, "IMAGE")
+    RETURN_NAMES = ("depth", "preview")
+    OUTPUT_TOOLTIPS = ("Metric depth [B,H,W] in metres (with confidence/intrinsics when the model predicts them).",
+                       "Colourised depth for viewing.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        opt = {
+            "bokeh_stack": (BOKEH_STACK, {"tooltip": "Bokeh stack (frames + K) of the image, e.g. from Stage-1."}),
+            "stack_images": ("IMAGE", {"tooltip": "Instead of a bokeh stack: the N stack frames as an IMAGE batch "
+                                                  "(N frames for every image, or B*N frames in image order)."}),
+            "k_list": (K_LIST, {"tooltip": "The raw K (px*m) of each frame in stack_images, in the same order."}),
+        }
+        opt.update(_camera_input())
+        return {"required": _common_inputs(), "optional": opt}
+
+    def estimate(self, model, image, input_size, colormap, bokeh_stack=None, stack_images=None, k_list=None,
+                 camera=None):
+        if bokeh_stack is not None:
+            if not isinstance(bokeh_stack, BokehStack):
+                raise ValueError(f"bokeh_stack must be a BOKEH_STACK, got {type(bokeh_stack).__name__}")
+            stack, k = bokeh_stack.frames, bokeh_stack.k_values
+        elif stack_images is not None:
+            if k_list is None:
+                raise ValueError("stack_images needs k_list: connect a K list with one K per stack frame")
+            k = torch.as_tensor([float(v) for v in k_list], dtype=torch.float32)
+            n, b = len(k), int(image.shape[0])
+            if n == 0:
+                raise ValueError("k_list is empty: give one K per stack frame")
+            if stack_images.shape[0] == n:
+                stack = stack_images.unsqueeze(0).expand(b, *stack_images.shape)
+            elif stack_images.shape[0] == b * n:
+                stack = stack_images.reshape(b, n, *stack_images.shape[1:])
+            else:
+                raise ValueError(f"stack_images has {stack_images.shape[0]} frames but k_list has {n} K values "
+                                 f"(for {b} image(s)): give one K per frame")
+            k = k.unsqueeze(0).expand(b, n)
+        else:
+            raise ValueError("connect a bokeh_stack, or stack_images with a k_list "
+                             "(use 'Estimate Depth' for a single image without a stack)")
+        return _run(model, image, stack, k, input_size, colormap, camera)
+
+
+class EstimateDepth:
+    DESCRIPTION = "Metric depth of single images, without a bokeh stack (the plain depth model)."
+    CATEGORY = category("Depth")
+    FUNCTION = "estimate"
+    RETURN_TYPES = (DEPTH, "IMAGE")
+    RETURN_NAMES = ("depth", "preview")
+    OUTPUT_TOOLTIPS = EstimateDepthStack.OUTPUT_TOOLTIPS
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": _common_inputs(), "optional": _camera_input()}
+
+    def estimate(self, model, image, input_size, colormap, camera=None):
+        return _run(model, image, None, None, input_size, colormap, camera)
+
+
+NODE_CLASS_MAPPINGS = {
+    "BokehDepthLoadDepthModel": LoadDepthModel,
+    "BokehDepthEstimateDepthStack": EstimateDepthStack,
+    "BokehDepthEstimateDepth": EstimateDepth,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "BokehDepthLoadDepthModel": "Load BokehDepth Depth Model",
+    "BokehDepthEstimateDepthStack": "Estimate Depth (Bokeh Stack)",
+    "BokehDepthEstimateDepth": "Estimate Depth",
+}
