@@ -1,0 +1,263 @@
+"""Depth colourisation and lossless depth files (bokehdepth_core.depth_io)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bokehdepth_core import depth_io as dio
+from bokehdepth_core.types import DepthMap
+
+
+def _lum(rgb):
+    return rgb[..., 0] * 0.2126 + rgb[..., 1] * 0.7152 + rgb[..., 2] * 0.0722
+
+
+def _scene(h=24, w=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    d = 0.4 + 30.0 * torch.rand(2, h, w, generator=g) ** 2
+    d[0, 0, 0] = float("nan")
+    d[0, 1, 1] = float("inf")
+    d[0, 2, 2] = 0.0
+    d[1, 3, 3] = -2.0
+    return d
+
+
+# ------------------------------------------------------------------ colormaps
+
+@pytest.mark.parametrize("cmap", dio.COLORMAPS)
+def test_colormap_endpoints_and_range(cmap):
+    table = torch.tensor(dio._TABLES[cmap])
+    out = dio.apply_colormap(torch.tensor([0.0, 1.0, -3.0, 7.0]), cmap)
+    assert torch.allclose(out[0], table[0]) and torch.allclose(out[1], table[-1])
+    assert torch.allclose(out[2], table[0]) and torch.allclose(out[3], table[-1])  # clamped
+    t = torch.linspace(0, 1, 301)
+    rgb = dio.apply_colormap(t, cmap)
+    assert rgb.shape == (301, 3) and rgb.min() >= 0 and rgb.max() <= 1
+    # piecewise-linear: no jumps between neighbouring samples
+    assert (rgb[1:] - rgb[:-1]).abs().max() < 0.05
+    flipped = dio.apply_colormap(t, cmap + "_r")
+    assert torch.allclose(flipped, rgb.flip(0), atol=1e-6)
+
+
+@pytest.mark.parametrize("cmap", ["gray", "inferno", "magma", "viridis"])
+def test_sequential_maps_brighten_towards_near(cmap):
+    lum = _lum(dio.apply_colormap(torch.linspace(0, 1, 200), cmap))
+    assert (lum[1:] - lum[:-1]).min() > 0, "luminance must rise strictly from far to near"
+
+
+def test_gray_is_linear_and_near_warm_for_diverging_maps():
+    t = torch.linspace(0, 1, 11)
+    assert torch.allclose(dio.apply_colormap(t, "gray"), t[:, None].expand(11, 3), atol=1e-6)
+    for cmap in ("Spectral", "turbo"):
+        near, far = dio.apply_colormap(torch.tensor([1.0, 0.0]), cmap)
+        assert near[0] > near[2] and far[2] > far[0], f"{cmap}: near must be red-ish, far blue-ish"
+
+
+def test_unknown_colormap_named():
+    with pytest.raises(ValueError, match="cmap"):
+        dio.apply_colormap(torch.zeros(3), "jet")
+
+
+# ------------------------------------------------------------------ colorize
+
+def test_colorize_shapes_and_orientation():
+    d = torch.linspace(1.0, 3.0, 5).reshape(1, 1, 5).expand(1, 4, 5)
+    img = dio.colorize(d, cmap="gray", mode="minmax", inverse=False)
+    assert img.shape == (1, 4, 5, 3) and img.dtype == torch.float32
+    assert img[0, 0, 0, 0] == pytest.approx(1.0) and img[0, 0, -1, 0] == pytest.approx(0.0)
+    # depth 1.5 m in a 1..3 m range: linear -> 0.75, inverse -> (1/1.5-1/3)/(1-1/3) = 0.5
+    d2 = torch.tensor([[[1.0, 1.5, 3.0]]])
+    lin = dio.colorize(d2, "gray", "minmax", inverse=False)[0, 0, 1, 0]
+    inv = dio.colorize(d2, "gray", "minmax", inverse=True)[0, 0, 1, 0]
+    assert lin.item() == pytest.approx(0.75, abs=1e-5) and inv.item() == pytest.approx(0.5, abs=1e-5)
+    assert dio.colorize(d2[0], "gray").shape == (1, 1, 3, 3)  # [H,W] accepted
+    assert dio.colorize(DepthMap(depth=d2), "gray").shape == (1, 1, 3, 3)
+
+
+def test_colorize_invalid_pixels_get_invalid_colour_and_do_not_set_range():
+    d = _scene()
+    img = dio.colorize(d, cmap="turbo", mode="minmax", invalid_color=(1.0, 0.0, 1.0))
+    for b, y, x in [(0, 0, 0), (0, 1, 1), (0, 2, 2), (1, 3, 3)]:
+        assert img[b, y, x].tolist() == [1.0, 0.0, 1.0]
+    assert torch.isfinite(img).all() and img.min() >= 0 and img.max() <= 1
+    ok = dio.valid_mask(d[0])
+    (lo, hi), _ = dio.depth_range(d, "minmax")
+    assert lo == pytest.approx(d[0][ok].min().item()) and hi == pytest.approx(d[0][ok].max().item())
+    near_px = torch.nonzero(d[0] == d[0][ok].min())[0]
+    assert torch.allclose(img[0, near_px[0], near_px[1]], dio.apply_colormap(torch.tensor(1.0), "turbo"))
+    all_bad = dio.colorize(torch.full((1, 3, 3), float("nan")), invalid_color=(0.2, 0.3, 0.4))
+    assert torch.allclose(all_bad, torch.tensor([0.2, 0.3, 0.4]).expand(1, 3, 3, 3))
+
+
+def test_range_modes():
+    d = torch.linspace(1.0, 2.0, 10000).reshape(1, 100, 100).clone()
+    d[0, 0, 0] = 500.0  # one outlier: percentile ignores it, minmax does not
+    (plo, phi), = dio.depth_range(d, "percentile")
+    (mlo, mhi), = dio.depth_range(d, "minmax")
+    assert mhi == 500.0 and phi < 2.0 and plo == pytest.approx(1.02, abs=0.005)
+    assert dio.depth_range(d, "fixed", 0.5, 4.0) == [(0.5, 4.0)]
+    img = dio.colorize(torch.tensor([[[0.1, 100.0]]]), "gray", "fixed", near=0.5, far=4.0)
+    assert img[0, 0, 0, 0] == pytest.approx(1.0) and img[0, 0, 1, 0] == pytest.approx(0.0)  # clipped
+    for near, far in [(2.0, 1.0), (None, 3.0), (0.0, 1.0)]:
+        with pytest.raises(ValueError, match="near"):
+            dio.depth_range(d, "fixed", near, far)
+    with pytest.raises(ValueError, match="mode"):
+        dio.colorize(d, mode="auto")
+    flat = dio.colorize(torch.full((1, 4, 4), 2.0))
+    assert torch.isfinite(flat).all()
+
+
+# ------------------------------------------------------------------ round trips
+
+@pytest.mark.parametrize("fmt", ["npy", "tiff", "npz"])
+def test_float_formats_round_trip_exactly(tmp_path, fmt):
+    d = _scene()
+    path = str(tmp_path / ("d" + dio.extension_for(fmt)))
+    written = dio.save_depth(path, d, fmt, index=0, source="unit-test")
+    assert written == [path, str(tmp_path / "d.json")]
+    dm = dio.load_depth(path)
+    assert dm.depth.shape == (1, 24, 32) and dm.depth.dtype == torch.float32
+    assert torch.equal(torch.isnan(dm.depth[0]), torch.isnan(d[0]))
+    same = torch.isfinite(d[0])
+    assert torch.equal(dm.depth[0][same], d[0][same])
+    assert torch.isinf(dm.depth[0, 1, 1])
+    assert dm.meta["source"] == "unit-test"
+
+
+def test_npz_keeps_confidence_and_intrinsics(tmp_path):
+    d = _scene()
+    conf = torch.rand(2, 24, 32)
+    k = torch.tensor([[30.0, 0, 16], [0, 30.0, 12], [0, 0, 1]]).expand(2, 3, 3)
+    path = str(tmp_path / "d.npz")
+    dio.save_depth(path, DepthMap(depth=d, confidence=conf, intrinsics=k), index=1)
+    dm = dio.load_depth(path)
+    assert torch.equal(dm.depth[0], d[1]) and torch.equal(dm.confidence[0], conf[1])
+    assert torch.allclose(dm.intrinsics[0], k[1])
+    side = json.loads((tmp_path / "d.json").read_text())
+    assert side["shape"] == [24, 32] and side["unit"] == "m" and side["has_confidence"] is True
+    assert side["intrinsics"][0][0] == 30.0
+    ok = dio.valid_mask(d[1])
+    assert side["stats"]["min"] == pytest.approx(d[1][ok].min().item())
+    assert side["stats"]["valid_fraction"] == pytest.approx(ok.float().mean().item())
+
+
+@pytest.mark.parametrize("encoding", ["linear", "inverse"])
+def test_png16_round_trip_within_quantum(tmp_path, encoding):
+    d = _scene(64, 48)
+    path = str(tmp_path / "d.png")
+    dio.save_depth(path, d, "png16", index=0, encoding=encoding, sidecar=False)
+    assert not (tmp_path / "d.json").exists()
+    with Image.open(path) as img:
+        assert img.mode.startswith("I") and "bokehdepth" in img.text
+        meta = json.loads(img.text["bokehdepth"])
+    assert meta["encoding"] == encoding and meta["unit"] == "m"
+    ok = dio.valid_mask(d[0])
+    lo, hi = d[0][ok].min().item(), d[0][ok].max().item()
+    assert meta["near"] == pytest.approx(lo) and meta["far"] == pytest.approx(hi)
+    dm = dio.load_depth(path)
+    got, ref = dm.depth[0][ok].double(), d[0][ok].double()
+    if encoding == "linear":
+        err = (got - ref).abs().max().item()
+        assert err <= 0.5 * (hi - lo) / 65534 * 1.001 + 1e-6
+    else:
+        err = (1 / got - 1 / ref).abs().max().item()
+        assert err <= 0.5 * (1 / lo - 1 / hi) / 65534 * 1.001 + 1e-9
+    assert err > 0  # really quantised, not stored as floats
+    assert (dm.depth[0][~ok] == 0).all() and not dio.valid_mask(dm.depth[0][~ok]).any()
+
+
+def test_png16_fixed_range_clips_and_flat_depth(tmp_path):
+    d = torch.tensor([[0.2, 1.0, 2.0, 9.0]])
+    path = str(tmp_path / "c.png")
+    dio.save_depth(path, d, near=0.5, far=4.0, sidecar=False)
+    got = dio.load_depth(path).depth[0, 0]
+    assert got[0].item() == pytest.approx(0.5) and got[3].item() == pytest.approx(4.0)
+    assert got[1].item() == pytest.approx(1.0, abs=3e-5)
+    dio.save_depth(path, torch.full((3, 3), 2.5), sidecar=False)
+    assert torch.allclose(dio.load_depth(path).depth, torch.full((1, 3, 3), 2.5))
+    with pytest.raises(ValueError, match="encoding"):
+        dio.save_depth(path, d, encoding="log")
+
+
+# ------------------------------------------------------------------ plain files
+
+def test_plain_16bit_png_needs_a_mapping(tmp_path):
+    mm = np.array([[0, 500, 1000], [2500, 40000, 65535]], dtype=np.uint16)
+    path = tmp_path / "kinect.png"
+    Image.fromarray(mm).save(path)
+    with pytest.raises(ValueError, match=r"kinect\.png.*scale"):
+        dio.load_depth(str(path))
+    dm = dio.load_depth(str(path), mode="metric", scale=0.001)
+    assert torch.allclose(dm.depth[0], torch.from_numpy(mm.astype(np.float32)) * 0.001)
+    assert not dio.valid_mask(dm.depth[0, 0, 0])
+
+
+def test_plain_8bit_disparity_and_depth_maps(tmp_path):
+    v = np.array([[0, 51, 255]], dtype=np.uint8)
+    path = tmp_path / "rel.png"
+    Image.fromarray(v).save(path)
+    dm = dio.load_depth(str(path), mode="disparity", near=1.0, far=10.0)
+    t = v[0].astype(np.float64) / 255
+    expect = 1 / (0.1 + t * (1.0 - 0.1))
+    assert np.allclose(dm.depth[0, 0].numpy(), expect, rtol=1e-5)
+    dd = dio.load_depth(str(path), mode="depth", near=1.0, far=10.0).depth[0, 0]
+    assert np.allclose(dd.numpy(), 1 + t * 9, rtol=1e-5)
+    di = dio.load_depth(str(path), mode="depth_inverted", near=1.0, far=10.0).depth[0, 0]
+    assert np.allclose(di.numpy(), 10 - t * 9, rtol=1e-5)
+    mm = dio.load_depth(str(path), mode="depth", near=2.0, far=4.0, normalize="minmax").depth[0, 0]
+    assert mm[0].item() == pytest.approx(2.0) and mm[2].item() == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="near"):
+        dio.load_depth(str(path), mode="disparity")
+    rgb = tmp_path / "rgb.png"
+    Image.fromarray(np.stack([v, v, v], -1)).save(rgb)
+    assert torch.allclose(dio.load_depth(str(rgb), mode="depth", near=1.0, far=10.0).depth, dd[None, None])
+    colour = tmp_path / "colour.png"
+    Image.fromarray(np.stack([v, v[:, ::-1], v], -1).copy()).save(colour)
+    with pytest.raises(ValueError, match="colour"):
+        dio.load_depth(str(colour), mode="depth", near=1.0, far=10.0)
+    g = dio.load_depth(str(colour), mode="depth", near=1.0, far=10.0, channel="g").depth[0, 0]
+    assert g[0].item() == pytest.approx(10.0)
+
+
+def test_foreign_numpy_files(tmp_path):
+    raw = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 100)
+    np.save(tmp_path / "mm.npy", raw)
+    dm = dio.load_depth(str(tmp_path / "mm.npy"), mode="metric", scale=0.001)
+    assert torch.allclose(dm.depth[0], torch.from_numpy(raw.astype(np.float32)) / 1000)
+    f = np.random.default_rng(0).random((1, 5, 6, 1)).astype(np.float32) + 1
+    np.save(tmp_path / "f.npy", f)
+    assert torch.equal(dio.load_depth(str(tmp_path / "f.npy")).depth[0], torch.from_numpy(f[0, ..., 0]))
+    np.save(tmp_path / "batch.npy", np.repeat(f[..., 0], 3, axis=0))
+    assert dio.load_depth(str(tmp_path / "batch.npy")).depth.shape == (3, 5, 6)
+    np.savez(tmp_path / "two.npz", a=f[0, ..., 0], b=f[0, ..., 0])
+    with pytest.raises(ValueError, match="'depth'"):
+        dio.load_depth(str(tmp_path / "two.npz"))
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="obj.npy"):
+        dio.load_depth(str(tmp_path / "obj.npy"))
+
+
+def test_bad_files_and_arguments(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.npy"):
+        dio.load_depth(str(tmp_path / "nope.npy"))
+    (tmp_path / "x.exr").write_bytes(b"v/1\x01")
+    with pytest.raises(ValueError, match="EXR.*TIFF"):
+        dio.load_depth(str(tmp_path / "x.exr"))
+    (tmp_path / "junk.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="junk.png"):
+        dio.load_depth(str(tmp_path / "junk.png"))
+    with pytest.raises(ValueError, match="format"):
+        dio.save_depth(str(tmp_path / "a.exr"), torch.ones(2, 2), "exr")
+    with pytest.raises(ValueError, match="extension"):
+        dio.save_depth(str(tmp_path / "a.bin"), torch.ones(2, 2))
+    with pytest.raises(ValueError, match="index"):
+        dio.save_depth(str(tmp_path / "a.npy"), torch.ones(2, 2, 2), index=5)
+    with pytest.raises(ValueError, match="scale"):
+        dio.values_to_depth(torch.ones(2), "metric", scale=0.0)
+    with pytest.raises(ValueError, match="mode"):
+        dio.load_depth(str(tmp_path / "x.exr"), mode="meters")
+    assert math.isclose(dio.values_to_depth(torch.tensor(0.5), "metric", scale=4.0).item(), 2.0)
