@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .dinov2 import build_dinov2
 from .dpt import DPTHead
 from .dsfa import DSFABlock
-from .inputs import lower_bound_size, to_network, validate_inputs
+from .inputs import lower_bound_size, place_model, to_network, validate_inputs
 
 log = logging.getLogger("BokehDepth")
 
@@ -166,12 +166,7 @@ class DepthAnythingV2DSFA(nn.Module):
         if stack is not None and not self.has_dsfa:
             log.warning("this Depth Anything V2 model has no DSFA weights: the bokeh stack is ignored")
             stack, k = None, None
-        p = next(self.parameters())
-        device = torch.device(device) if device is not None else p.device
-        dtype = dtype or (p.dtype if device.type != "cpu" else torch.float32)
-        if p.device != device or p.dtype != dtype:
-            self.to(device=device, dtype=dtype)
-        self.eval()
+        device, dtype = place_model(self, device, dtype)
         b, h, w, _ = image.shape
         size = lower_bound_size(h, w, input_size)
         out = []

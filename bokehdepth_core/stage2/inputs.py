@@ -115,3 +115,14 @@ def to_network(images: torch.Tensor, size: tuple[int, int], device=None, dtype=N
     std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
     x = (x - mean) / std
     return x.to(dtype or torch.float32).reshape(*lead, 3, *size)
+
+
+def place_model(model: torch.nn.Module, device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
+    """Move ``model`` to ``device``/``dtype`` (default: where it is; fp32 on CPU) and set eval mode."""
+    p = next(model.parameters())
+    device = torch.device(device) if device is not None else p.device
+    dtype = dtype or (p.dtype if device.type != "cpu" else torch.float32)
+    if p.device != device or p.dtype != dtype:
+        model.to(device=device, dtype=dtype)
+    model.eval()
+    return device, dtype

@@ -23,7 +23,7 @@ from .camera import (camera_rays, camera_to_network, check_camera, get_paddings,
                      intrinsics_from_network, pixel_bounds, unpad_resize)
 from .dinov2 import DinoV2
 from .dsfa import DSFABlock
-from .inputs import IMAGENET_MEAN, IMAGENET_STD, validate_inputs
+from .inputs import IMAGENET_MEAN, IMAGENET_STD, place_model, validate_inputs
 from .unidepth_decoder import UniDepthDecoder
 
 log = logging.getLogger("BokehDepth")
@@ -229,12 +229,7 @@ class UniDepthV2DSFA(nn.Module):
         b, H, W, _ = image.shape
         cam = check_camera(camera, b, W, H)
         pads, padded, factor, size = self.network_geometry(H, W, resolution_level)
-        p = next(self.parameters())
-        device = torch.device(device) if device is not None else p.device
-        dtype = dtype or (p.dtype if device.type != "cpu" else torch.float32)
-        if p.device != device or p.dtype != dtype:
-            self.to(device=device, dtype=dtype)
-        self.eval()
+        device, dtype = place_model(self, device, dtype)
         keys = ("depth", "points", "confidence", "rays", "intrinsics")
         outs = {key: [] for key in keys}
         for i in range(b):
