@@ -42,15 +42,23 @@ def _common_inputs() -> dict:
 
 
 def _camera_input() -> dict:
-    return {"camera": (CAMERA, {"tooltip": "Pinhole intrinsics [B,3,3] in pixels, for models that use a camera "
-                                           "(UniDepthV2). Depth Anything V2 ignores it."})}
+    return {
+        "camera": (CAMERA, {"tooltip": "Pinhole intrinsics [B,3,3] in pixels, for models that use a camera "
+                                       "(UniDepthV2). Depth Anything V2 ignores it."}),
+        "resolution_level": ("INT", {"default": -1, "min": -1, "max": 9,
+                                     "tooltip": "UniDepthV2 only: network pixel budget, 0 (fewest pixels, fastest) .. "
+                                                "9 (most). -1 = UniDepthV2's default. Depth Anything V2 uses "
+                                                "input_size instead."}),
+    }
 
 
-def _run(model, image, stack, k_values, input_size, colormap, camera):
+def _run(model, image, stack, k_values, input_size, colormap, camera, resolution_level):
     _check_model(model)
     seam.check_interrupt()
     progress = seam.Progress(int(image.shape[0]))
     kw = {"camera": camera} if camera is not None else {}
+    if resolution_level is not None and resolution_level >= 0:
+        kw["resolution_level"] = int(resolution_level)
     out = stage2.estimate_depth(model, image, stack, k_values, input_size=int(input_size),
                                 device=seam.torch_device(), callback=progress.callback, **kw)
     dev = seam.intermediate_device()
@@ -132,7 +140,7 @@ class EstimateDepthStack:
         return {"required": _common_inputs(), "optional": opt}
 
     def estimate(self, model, image, input_size, colormap, bokeh_stack=None, stack_images=None, k_list=None,
-                 camera=None):
+                 camera=None, resolution_level=-1):
         if bokeh_stack is not None:
             if not isinstance(bokeh_stack, BokehStack):
                 raise ValueError(f"bokeh_stack must be a BOKEH_STACK, got {type(bokeh_stack).__name__}")
@@ -155,7 +163,7 @@ class EstimateDepthStack:
         else:
             raise ValueError("connect a bokeh_stack, or stack_images with a k_list "
                              "(use 'Estimate Depth' for a single image without a stack)")
-        return _run(model, image, stack, k, input_size, colormap, camera)
+        return _run(model, image, stack, k, input_size, colormap, camera, resolution_level)
 
 
 class EstimateDepth:
@@ -170,8 +178,8 @@ class EstimateDepth:
     def INPUT_TYPES(cls):
         return {"required": _common_inputs(), "optional": _camera_input()}
 
-    def estimate(self, model, image, input_size, colormap, camera=None):
-        return _run(model, image, None, None, input_size, colormap, camera)
+    def estimate(self, model, image, input_size, colormap, camera=None, resolution_level=-1):
+        return _run(model, image, None, None, input_size, colormap, camera, resolution_level)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -125,6 +125,9 @@ def test_stage2_nodes_with_a_unidepth_file(tmp_path, monkeypatch, small_sd, node
     assert depth.confidence.shape == (1, 40, 60) and preview.shape == (1, 40, 60, 3)
     want = model.estimate(img, stack.unsqueeze(0), [[8.0, 20.0]], camera=camera)
     torch.testing.assert_close(depth.depth, want["depth"])
+    lo, _ = node_classes["BokehDepthEstimateDepth"]().estimate(model, img, 518, "Spectral", resolution_level=0)
+    hi, _ = node_classes["BokehDepthEstimateDepth"]().estimate(model, img, 518, "Spectral", resolution_level=9)
+    assert lo.meta["network_size"] != hi.meta["network_size"]  # the node passes the level through
     k_pred, conf, text = node_classes["BokehDepthDepthCamera"]().split(depth)
     torch.testing.assert_close(k_pred, want["intrinsics"])
     assert float(conf.max()) == pytest.approx(1.0) and "FoV" in text
