@@ -51,10 +51,17 @@ class DSFAAttention(nn.Module):
         self.qkv = nn.Linear(embed_dim, embed_dim * 3)
         self.out_proj = nn.Linear(embed_dim, embed_dim)
 
-    def forward(self, x: torch.Tensor, attn_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_bias: Optional[torch.Tensor] = None,
+                num_queries: Optional[int] = None) -> torch.Tensor:
+        """``num_queries``: only the first that many positions attend (their rows are exact)."""
         b, n, _ = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q = q * self.scale
+        if num_queries is not None:
+            q = q[:, :, :num_queries]
+            if attn_bias is not None:
+                attn_bias = attn_bias[..., :num_queries, :]
+        n = q.shape[2]
         if attn_bias is None:
             # SDPA applies its default 1/sqrt(head_dim) on top of the pre-scaled q (release quirk).
             out = F.scaled_dot_product_attention(q, k, v)
@@ -107,15 +114,17 @@ class DSFABlock(nn.Module):
 
     def _focus(self, x: torch.Tensor, k_values: torch.Tensor, scale: torch.Tensor,
                shift: torch.Tensor) -> torch.Tensor:
+        """Focus step for the reference frame only: its row of the cross-frame attention and its FFN
+        are exactly what the full step gives it, and the other frames' outputs are never used."""
         b, f, l, d = x.shape
         x = x * (1 + torch.tanh(scale).unsqueeze(2)) + shift.unsqueeze(2)
         k = k_values.reshape(b, f)
-        bias = -self.alibi_scale * (k[:, :, None] - k[:, None, :]).abs()  # [B, F, F]
-        bias = bias.to(x.dtype).unsqueeze(1).expand(b, l, f, f).reshape(b * l, f, f)
+        bias = -self.alibi_scale * (k[:, :1, None] - k[:, None, :]).abs()  # [B, 1, F]
+        bias = bias.to(x.dtype).unsqueeze(1).expand(b, l, 1, f).reshape(b * l, 1, f)
         seq = x.permute(0, 2, 1, 3).reshape(b * l, f, d)
-        seq = seq + self.focus_attn(self.ln_focus_attn(seq), attn_bias=bias) * self.gamma_focus_attn
-        seq = seq + self.focus_ffn(self.ln_focus_ffn(seq)) * self.gamma_focus_ffn
-        return seq.reshape(b, l, f, d).permute(0, 2, 1, 3)
+        ref = seq[:, :1] + self.focus_attn(self.ln_focus_attn(seq), attn_bias=bias, num_queries=1) * self.gamma_focus_attn
+        ref = ref + self.focus_ffn(self.ln_focus_ffn(ref)) * self.gamma_focus_ffn
+        return ref.reshape(b, l, d)
 
     def forward(self, ref_patches: torch.Tensor, stack_patches: Optional[torch.Tensor] = None,
                 k_stack: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -137,5 +146,4 @@ class DSFABlock(nn.Module):
         dt = ref_patches.dtype
         x = torch.cat([ref_patches.unsqueeze(1), stack_patches.to(dt)], dim=1)
         x = self._space(x, k_tokens.to(dt))
-        x = self._focus(x, k_values, scale.to(dt), shift.to(dt))
-        return x[:, 0]
+        return self._focus(x, k_values, scale.to(dt), shift.to(dt))
