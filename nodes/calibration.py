@@ -80,13 +80,11 @@ class BokehKFromExif:
 
     @classmethod
     def IS_CHANGED(cls, image, **_):
-        return seam.file_hash(seam.input_path(image))
+        return seam.input_change_key(image)
 
     @classmethod
     def VALIDATE_INPUTS(cls, image, **_):
-        if not seam.input_exists(image):
-            return f"Invalid image file: {image}"
-        return True
+        return seam.validate_input_file(image, "image file")
 
     def calibrate(self, image, f_number, focal_length_mm, focal_length_35mm, focus_distance_m, sensor_width_mm):
         from PIL import Image, ImageOps

@@ -234,3 +234,27 @@ def file_hash(path: str) -> Optional[str]:
     except OSError:
         return None
     return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+def model_choices(names: list[str], *release_names: str) -> list[str]:
+    """A loader's combo: the release names first even when absent, so shared workflows validate
+    (picking a missing one gives the clear "where to get it" error), then the files found."""
+    return list(release_names) + [n for n in names if n not in release_names]
+
+
+def model_change_key(name: str, folder: str = MODEL_FOLDER) -> Optional[str]:
+    """IS_CHANGED for a model file: reload when the file on disk changes."""
+    try:
+        return file_hash(model_path(name, folder))
+    except FileNotFoundError:
+        return name
+
+
+def input_change_key(name: str) -> Optional[str]:
+    """IS_CHANGED for an upload-widget file in the input folder."""
+    return file_hash(input_path(name))
+
+
+def validate_input_file(name: str, what: str = "file"):
+    """VALIDATE_INPUTS for an upload-widget file: True, or ComfyUI's message."""
+    return True if input_exists(name) else f"Invalid {what}: {name}"

@@ -169,13 +169,11 @@ class LoadDepth:
 
     @classmethod
     def IS_CHANGED(cls, depth_file, **_):
-        return seam.file_hash(seam.input_path(depth_file))
+        return seam.input_change_key(depth_file)
 
     @classmethod
     def VALIDATE_INPUTS(cls, depth_file, **_):
-        if not seam.input_exists(depth_file):
-            return f"Invalid depth file: {depth_file}"
-        return True
+        return seam.validate_input_file(depth_file, "depth file")
 
     def load(self, depth_file, mode, scale, near_m, far_m, channel, value_range):
         path = seam.input_path(depth_file)

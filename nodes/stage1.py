@@ -12,12 +12,6 @@ KONTEXT_SOURCE = ("huggingface.co/black-forest-labs/FLUX.1-Kontext-dev (the whol
 NONE = "none"
 
 
-def _with_default(names, default):
-    # the release name stays listed so shared workflows validate; picking it without the file
-    # gives the clear "where to get it" error
-    return [default] + [n for n in names if n != default]
-
-
 class LoadKontextPipeline:
     DESCRIPTION = ("Load FLUX.1-Kontext-dev from a diffusers-format folder in models/diffusers, optionally with "
                    "the transformer from a single file in models/diffusion_models and a user LoRA. Frees "
@@ -32,7 +26,7 @@ class LoadKontextPipeline:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model_folder": (_with_default(seam.list_model_dirs("diffusers"), KONTEXT_FOLDER),
+                "model_folder": (seam.model_choices(seam.list_model_dirs("diffusers"), KONTEXT_FOLDER),
                                  {"tooltip": "A FLUX.1-Kontext-dev folder in diffusers format inside models/diffusers "
                                              f"(get it from {KONTEXT_SOURCE})."}),
                 "transformer_file": ([NONE] + seam.list_models("diffusion_models", (".safetensors", ".sft")),
@@ -78,17 +72,14 @@ class LoadBokehAdapter:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "adapter_file": (_with_default(seam.list_models(), stage1.ADAPTER_FILE),
+            "adapter_file": (seam.model_choices(seam.list_models(), stage1.ADAPTER_FILE),
                              {"tooltip": f"Adapter weights in models/bokehdepth ({stage1.ADAPTER_FILE} from "
                                          f"{stage1.ADAPTER_SOURCE})."}),
         }}
 
     @classmethod
     def IS_CHANGED(cls, adapter_file):
-        try:
-            return seam.file_hash(seam.model_path(adapter_file))
-        except FileNotFoundError:
-            return adapter_file
+        return seam.model_change_key(adapter_file)
 
     def load(self, adapter_file):
         path = seam.model_path(adapter_file, where_to_get=stage1.ADAPTER_SOURCE)

@@ -15,14 +15,6 @@ DEFAULT_FILE = "DAV2_dsfa_release.pth"
 HEADS = ["auto", "metric", "relative"]
 
 
-def _model_files() -> list[str]:
-    # The release name stays listed so shared workflows validate; picking it without the file
-    # gives the clear "where to get it" error.
-    files = seam.list_models()
-    release = (DEFAULT_FILE, "UDv2_dsfa_release.pth")
-    return list(release) + [f for f in files if f not in release]
-
-
 def _check_model(model):
     if not hasattr(model, "estimate"):
         raise ValueError("model must come from 'Load BokehDepth Depth Model' (a BOKEHDEPTH_MODEL), "
@@ -86,7 +78,7 @@ class LoadDepthModel:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model_file": (_model_files(), {"default": DEFAULT_FILE,
+            "model_file": (seam.model_choices(seam.list_models(), DEFAULT_FILE, "UDv2_dsfa_release.pth"), {"default": DEFAULT_FILE,
                                             "tooltip": "Weight file in models/bokehdepth (or a path added for "
                                                        "'bokehdepth' in extra_model_paths.yaml)."}),
             "dtype": (["auto", "fp32", "fp16", "bf16"], {"default": "auto",
@@ -102,10 +94,7 @@ class LoadDepthModel:
 
     @classmethod
     def IS_CHANGED(cls, model_file, **_):
-        try:
-            return seam.file_hash(seam.model_path(model_file))
-        except FileNotFoundError:
-            return model_file
+        return seam.model_change_key(model_file)
 
     def load(self, model_file, dtype, plain_dav2_head, max_depth_m):
         path = seam.model_path(model_file, where_to_get=WHERE_TO_GET)
