@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
@@ -35,12 +35,6 @@ def torch_device() -> torch.device:
     if IN_COMFY:
         return _mm.get_torch_device()
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def offload_device() -> torch.device:
-    if IN_COMFY:
-        return _mm.unet_offload_device()
-    return torch.device("cpu")
 
 
 def intermediate_device() -> torch.device:
@@ -87,24 +81,12 @@ class Progress:
     def __init__(self, total: int):
         self.total = max(1, int(total))
         self._bar = _cu.ProgressBar(self.total) if IN_COMFY else None
-        self.done = 0
-
-    def update(self, n: int = 1) -> None:
-        check_interrupt()
-        self.done += n
-        if self._bar is not None:
-            self._bar.update(n)
 
     def callback(self, done: int, total: int) -> None:
         """Core progress callback: absolute ``done`` of ``total``."""
         check_interrupt()
         if self._bar is not None:
             self._bar.update_absolute(min(done, total), total)
-        self.done = done
-
-
-def progress_callback(total: int) -> Callable[[int, int], None]:
-    return Progress(total).callback
 
 
 # --------------------------------------------------------------------------- folders
@@ -219,12 +201,6 @@ def save_path(prefix: str, width: int = 0, height: int = 0) -> tuple[str, str, i
     os.makedirs(folder, exist_ok=True)
     counter = 1 + sum(1 for f in os.listdir(folder) if f.startswith(base + "_"))
     return folder, base, counter, subfolder
-
-
-def log_once(message: str, _seen: set = set()) -> None:  # noqa: B006 - deliberate memo
-    if message not in _seen:
-        _seen.add(message)
-        log.warning(message)
 
 
 def file_hash(path: str) -> Optional[str]:
