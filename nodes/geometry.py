@@ -67,6 +67,11 @@ class CameraIntrinsics:
             },
         }
 
+    @classmethod
+    def IS_CHANGED(cls, mode, photo="", **_):
+        # the photo is read by name: re-run when the file changes
+        return seam.input_change_key(photo.strip()) if MODES.get(mode) == "exif" and photo.strip() else ""
+
     def make(self, mode, width, height, focal_length_35mm, focal_length_mm, sensor_width_mm, fx, fy, cx, cy,
              image=None, photo=""):
         if mode not in MODES:
@@ -103,6 +108,14 @@ class CameraIntrinsics:
         return (k, summary)
 
 
+def _unit_confidence(depth: DepthMap):
+    """The depth's confidence scaled to 0..1 per image (float32), or None."""
+    if depth.confidence is None:
+        return None
+    conf = depth.confidence.float()
+    return conf / conf.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
+
+
 def _check_depth(depth):
     if not isinstance(depth, DepthMap):
         raise ValueError(f"depth must be a METRIC_DEPTH (from a depth node), got {type(depth).__name__}")
@@ -129,12 +142,9 @@ class DepthCamera:
             raise ValueError("this depth carries no intrinsics (only UniDepthV2 predicts a camera): use "
                              "'Camera Intrinsics' to give one")
         k = depth.intrinsics.float()
-        conf = depth.confidence
+        conf = _unit_confidence(depth)
         if conf is None:
             conf = torch.ones_like(depth.depth)
-        else:
-            conf = conf.float()
-            conf = conf / conf.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
         w = depth.depth.shape[-1]
         lines = [f"#{i}: fx={k[i, 0, 0]:.2f} fy={k[i, 1, 1]:.2f} cx={k[i, 0, 2]:.2f} cy={k[i, 1, 2]:.2f} px, "
                  f"horizontal FoV {2 * torch.atan(w / (2 * k[i, 0, 0])).rad2deg():.1f} deg"
@@ -195,16 +205,13 @@ class SavePointCloud:
         else:
             raise ValueError("camera: this depth has no intrinsics (only UniDepthV2 predicts them); connect a "
                              "'Camera Intrinsics' node")
-        conf = depth.confidence
-        if conf is not None:
-            conf = conf.float().cpu()
-            conf = conf / conf.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
+        conf = _unit_confidence(depth)
         folder, base, counter, _subfolder = seam.save_path(filename_prefix, w, h)
         paths = []
         for i in range(b):
             seam.check_interrupt()
             xyz, rgb, c = pointcloud.point_cloud(points[i], image[min(i, image.shape[0] - 1)],
-                                                 None if conf is None else conf[i], stride=int(stride),
+                                                 None if conf is None else conf[i].cpu(), stride=int(stride),
                                                  max_depth=float(max_depth_m), min_confidence=float(min_confidence),
                                                  coordinates=coordinates)
             path = os.path.join(folder, f"{base}_{counter + i:05}_.ply")

@@ -3,10 +3,9 @@ depth from an image, optionally fused with its bokeh stack."""
 
 from __future__ import annotations
 
-import torch
-
 from ..bokehdepth_core import depth_io, stage2
 from ..bokehdepth_core.stage2.checkpoints import WHERE_TO_GET
+from ..bokehdepth_core.stage2.inputs import stack_from_images
 from ..bokehdepth_core.types import BokehStack, DepthMap
 from . import comfy_seam as seam
 from .common import BOKEH_STACK, CAMERA, DEPTH, DEPTH_MODEL, K_LIST, category
@@ -135,20 +134,7 @@ class EstimateDepthStack:
                 raise ValueError(f"bokeh_stack must be a BOKEH_STACK, got {type(bokeh_stack).__name__}")
             stack, k = bokeh_stack.frames, bokeh_stack.k_values
         elif stack_images is not None:
-            if k_list is None:
-                raise ValueError("stack_images needs k_list: connect a K list with one K per stack frame")
-            k = torch.as_tensor([float(v) for v in k_list], dtype=torch.float32)
-            n, b = len(k), int(image.shape[0])
-            if n == 0:
-                raise ValueError("k_list is empty: give one K per stack frame")
-            if stack_images.shape[0] == n:
-                stack = stack_images.unsqueeze(0).expand(b, *stack_images.shape)
-            elif stack_images.shape[0] == b * n:
-                stack = stack_images.reshape(b, n, *stack_images.shape[1:])
-            else:
-                raise ValueError(f"stack_images has {stack_images.shape[0]} frames but k_list has {n} K values "
-                                 f"(for {b} image(s)): give one K per frame")
-            k = k.unsqueeze(0).expand(b, n)
+            stack, k = stack_from_images(stack_images, k_list, int(image.shape[0]))
         else:
             raise ValueError("connect a bokeh_stack, or stack_images with a k_list "
                              "(use 'Estimate Depth' for a single image without a stack)")

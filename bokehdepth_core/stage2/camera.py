@@ -15,6 +15,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..optics import FULL_FRAME_WIDTH_MM, _positive
+
 __all__ = [
     "AUTHORS_GUESS", "check_camera", "default_camera", "focal_px", "intrinsics_from_lens", "intrinsics_from_exif",
     "intrinsics_matrix", "get_paddings",
@@ -38,17 +40,11 @@ def focal_px(width: float, focal_35mm: Optional[float] = None, focal_mm: Optiona
              sensor_width_mm: Optional[float] = None) -> float:
     """Focal length in pixels: ``focal_35mm / 36 * W`` (35 mm-equivalent, full-frame width), else
     ``focal_mm / sensor_width_mm * W``."""
-    w = float(width)
-    if not math.isfinite(w) or w <= 0:
-        raise ValueError(f"width must be > 0 pixels, got {width!r}")
+    w = _positive("width", width, "> 0 pixels")
     if focal_35mm:
-        if not math.isfinite(focal_35mm) or focal_35mm <= 0:
-            raise ValueError(f"focal_35mm must be > 0 mm, got {focal_35mm!r}")
-        return float(focal_35mm) / 36.0 * w
+        return _positive("focal_35mm", focal_35mm, "> 0 mm") / FULL_FRAME_WIDTH_MM * w
     if focal_mm and sensor_width_mm:
-        if focal_mm <= 0 or sensor_width_mm <= 0:
-            raise ValueError(f"focal_mm and sensor_width_mm must be > 0 mm, got {focal_mm!r}, {sensor_width_mm!r}")
-        return float(focal_mm) / float(sensor_width_mm) * w
+        return _positive("focal_mm", focal_mm, "> 0 mm") / _positive("sensor_width_mm", sensor_width_mm, "> 0 mm") * w
     raise ValueError("give focal_35mm, or focal_mm together with sensor_width_mm, to compute the focal length "
                      "in pixels")
 
@@ -66,10 +62,8 @@ def intrinsics_from_exif(info, width: Optional[int] = None, height: Optional[int
     ``width x height`` (default: the photo's own size; focal lengths scale with width)."""
     w = int(width or info.width)
     h = int(height or info.height)
-    if info.focal_35mm:
-        return intrinsics_from_lens(w, h, focal_35mm=info.focal_35mm, batch=batch)
-    if info.focal_mm and info.sensor_width_mm:
-        return intrinsics_from_lens(w, h, focal_mm=info.focal_mm, sensor_width_mm=info.sensor_width_mm, batch=batch)
+    if info.focal_35mm or (info.focal_mm and info.sensor_width_mm):
+        return intrinsics_from_lens(w, h, info.focal_35mm, info.focal_mm, info.sensor_width_mm, batch)
     raise ValueError("the photo's EXIF has no 35 mm-equivalent focal length and no focal length + sensor width: "
                      "enter the focal length by hand, or leave the camera unconnected to let the model predict it")
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .dinov2 import build_dinov2
 from .dpt import DPTHead
 from .dsfa import DSFABlock
-from .inputs import lower_bound_size, place_model, to_network, validate_inputs
+from .inputs import lower_bound_size, model_inputs, network_stack, place_model, to_network
 
 log = logging.getLogger("BokehDepth")
 
@@ -128,15 +128,9 @@ class DepthAnythingV2DSFA(nn.Module):
             raise ValueError(f"x must be [B,3,H,W], got {tuple(x.shape)}")
         b, _, h, w = x.shape
         ph, pw = h // 14, w // 14
-        n = 0 if focus_stack is None else focus_stack.shape[1]
-        if n and self.has_dsfa:
-            if focus_stack.ndim != 5 or focus_stack.shape[0] != b or tuple(focus_stack.shape[2:]) != (3, h, w):
-                raise ValueError(f"focus_stack must be [B,N,3,H,W] = [{b},N,3,{h},{w}], got {tuple(focus_stack.shape)}")
-            if k_stack is None:
-                raise ValueError("focus_stack given without k_stack: pass one raw K per frame")
-            k_stack = torch.as_tensor(k_stack, device=x.device)
-            if k_stack.numel() != b * n:
-                raise ValueError(f"k_stack must be [B,N] or [B,N,1] = [{b},{n}], got {tuple(k_stack.shape)}")
+        focus_stack, k_stack = network_stack(x, focus_stack, k_stack)
+        if focus_stack is not None and self.has_dsfa:
+            n = focus_stack.shape[1]
             frames = torch.cat([x.unsqueeze(1), focus_stack.to(x.dtype)], dim=1).flatten(0, 1)
             feats = []
             for i, (tokens, cls) in enumerate(self.encode(frames)):  # one encoder pass for all N+1 frames
@@ -144,7 +138,7 @@ class DepthAnythingV2DSFA(nn.Module):
                 cls = cls.unflatten(0, (b, n + 1))[:, 0]
                 ref = tokens[:, 0]
                 if i in self.fusion_layers:
-                    ref = self.encoder_fusion.layers[str(i)].block(ref, tokens[:, 1:], k_stack.reshape(b, n))
+                    ref = self.encoder_fusion.layers[str(i)].block(ref, tokens[:, 1:], k_stack)
                 feats.append((ref, cls))
         else:
             feats = self.encode(x)
@@ -162,10 +156,7 @@ class DepthAnythingV2DSFA(nn.Module):
         for name in ("camera", "resolution_level"):
             if kw.get(name) is not None:
                 log.warning("%s is not used by Depth Anything V2: ignored", name)
-        image, stack, k = validate_inputs(image, stack, k_values)
-        if stack is not None and not self.has_dsfa:
-            log.warning("this Depth Anything V2 model has no DSFA weights: the bokeh stack is ignored")
-            stack, k = None, None
+        image, stack, k = model_inputs(self, image, stack, k_values)
         device, dtype = place_model(self, device, dtype)
         b, h, w, _ = image.shape
         size = lower_bound_size(h, w, input_size)

@@ -54,14 +54,18 @@ class DSFAAttention(nn.Module):
     def forward(self, x: torch.Tensor, attn_bias: Optional[torch.Tensor] = None,
                 num_queries: Optional[int] = None) -> torch.Tensor:
         """``num_queries``: only the first that many positions attend (their rows are exact)."""
-        b, n, _ = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q = q * self.scale
-        if num_queries is not None:
-            q = q[:, :, :num_queries]
+        b, n, d = x.shape
+        if num_queries is None:
+            q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        else:
+            # Project q for the attending rows only; k and v from the same fused weight's other rows.
+            w, bias = self.qkv.weight, self.qkv.bias
+            n = num_queries
+            q = F.linear(x[:, :n], w[:d], bias[:d]).reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+            k, v = F.linear(x, w[d:], bias[d:]).reshape(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
             if attn_bias is not None:
-                attn_bias = attn_bias[..., :num_queries, :]
-        n = q.shape[2]
+                attn_bias = attn_bias[..., :n, :]
+        q = q * self.scale
         if attn_bias is None:
             # SDPA applies its default 1/sqrt(head_dim) on top of the pre-scaled q (release quirk).
             out = F.scaled_dot_product_attention(q, k, v)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -17,7 +19,8 @@ log = logging.getLogger("BokehDepth")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-__all__ = ["validate_inputs", "lower_bound_size", "to_network", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["validate_inputs", "stack_from_images", "model_inputs", "network_stack", "lower_bound_size",
+           "to_network", "normalize_imagenet", "place_model", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 
 def _check_image(name: str, t, ndim: int, layout: str) -> torch.Tensor:
@@ -89,6 +92,52 @@ def validate_inputs(image, stack=None, k_values=None):
     return image, stack, k.contiguous()
 
 
+def stack_from_images(frames: torch.Tensor, k_list, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A stack given as an IMAGE batch ``[N,H,W,3]`` (same N frames for every image) or
+    ``[B*N,H,W,3]`` (image order) with one K per frame -> (stack ``[B,N,H,W,3]``, K ``[B,N]``)."""
+    if k_list is None:
+        raise ValueError("stack_images needs k_list: connect a K list with one K per stack frame")
+    k = torch.as_tensor([float(v) for v in k_list], dtype=torch.float32)
+    n = len(k)
+    if n == 0:
+        raise ValueError("k_list is empty: give one K per stack frame")
+    if frames.shape[0] == n:
+        stack = frames.unsqueeze(0).expand(batch, *frames.shape)
+    elif frames.shape[0] == batch * n:
+        stack = frames.reshape(batch, n, *frames.shape[1:])
+    else:
+        raise ValueError(f"stack_images has {frames.shape[0]} frames but k_list has {n} K values "
+                         f"(for {batch} image(s)): give one K per frame")
+    return stack, k.unsqueeze(0).expand(batch, n)
+
+
+def model_inputs(model, image, stack=None, k_values=None):
+    """:func:`validate_inputs` for ``model.estimate``; a stack is dropped with a warning when the
+    model has no DSFA weights to fuse it."""
+    image, stack, k = validate_inputs(image, stack, k_values)
+    if stack is not None and not model.has_dsfa:
+        log.warning("this %s model has no DSFA weights: the bokeh stack is ignored", model.family)
+        stack, k = None, None
+    return image, stack, k
+
+
+def network_stack(x: torch.Tensor, focus_stack: Optional[torch.Tensor], k_stack):
+    """Check a model forward's stack against ``x`` ``[B,3,H,W]``: (focus_stack ``[B,N,3,H,W]``,
+    K ``[B,N]`` on x's device) or (None, None) when there is no stack."""
+    if focus_stack is None or focus_stack.shape[1] == 0:
+        return None, None
+    b, _, h, w = x.shape
+    if focus_stack.ndim != 5 or focus_stack.shape[0] != b or tuple(focus_stack.shape[2:]) != (3, h, w):
+        raise ValueError(f"focus_stack must be [B,N,3,H,W] = [{b},N,3,{h},{w}], got {tuple(focus_stack.shape)}")
+    n = focus_stack.shape[1]
+    if k_stack is None:
+        raise ValueError("focus_stack given without k_stack: pass one raw K per frame")
+    k_stack = torch.as_tensor(k_stack, device=x.device)
+    if k_stack.numel() != b * n:
+        raise ValueError(f"k_stack must be [B,N] or [B,N,1] = [{b},{n}], got {tuple(k_stack.shape)}")
+    return focus_stack, k_stack.reshape(b, n)
+
+
 def _multiple(x: float, m: int, min_val: int) -> int:
     y = int(round(x / m) * m)  # round-half-even, as numpy in the reference transform
     if y < min_val:
@@ -111,10 +160,14 @@ def to_network(images: torch.Tensor, size: tuple[int, int], device=None, dtype=N
     x = images.reshape(-1, *images.shape[-3:]).permute(0, 3, 1, 2).to(device=device, dtype=torch.float32)
     if tuple(x.shape[-2:]) != tuple(size):
         x = F.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    x = (x - mean) / std
-    return x.to(dtype or torch.float32).reshape(*lead, 3, *size)
+    return normalize_imagenet(x).to(dtype or torch.float32).reshape(*lead, 3, *size)
+
+
+def normalize_imagenet(x: torch.Tensor) -> torch.Tensor:
+    """``[N,3,H,W]`` 0..1 -> ImageNet mean/std normalised."""
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
 
 
 def place_model(model: torch.nn.Module, device=None, dtype=None) -> tuple[torch.device, torch.dtype]:

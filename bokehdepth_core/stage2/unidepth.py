@@ -23,7 +23,7 @@ from .camera import (camera_rays, camera_to_network, check_camera, get_paddings,
                      intrinsics_from_network, pixel_bounds, unpad_resize)
 from .dinov2 import DinoV2
 from .dsfa import DSFABlock
-from .inputs import IMAGENET_MEAN, IMAGENET_STD, place_model, validate_inputs
+from .inputs import model_inputs, network_stack, normalize_imagenet, place_model
 from .unidepth_decoder import UniDepthDecoder
 
 log = logging.getLogger("BokehDepth")
@@ -171,18 +171,9 @@ class UniDepthV2DSFA(nn.Module):
         p = self.pixel_encoder.backbone.patch_size
         if H % p or W % p:
             raise ValueError(f"x height and width must be multiples of {p}, got {H}x{W}")
-        if focus_stack is not None and focus_stack.shape[1] > 0:
-            if focus_stack.ndim != 5 or focus_stack.shape[0] != b or tuple(focus_stack.shape[2:]) != (3, H, W):
-                raise ValueError(f"focus_stack must be [B,N,3,H,W] = [{b},N,3,{H},{W}], got {tuple(focus_stack.shape)}")
-            n = focus_stack.shape[1]
-            if k_stack is None:
-                raise ValueError("focus_stack given without k_stack: pass one raw K per frame")
-            k_stack = torch.as_tensor(k_stack, device=x.device)
-            if k_stack.numel() != b * n:
-                raise ValueError(f"k_stack must be [B,N] or [B,N,1] = [{b},{n}], got {tuple(k_stack.shape)}")
-            k_stack = k_stack.reshape(b, n).to(x.dtype)
-        else:
-            focus_stack, k_stack = None, None
+        focus_stack, k_stack = network_stack(x, focus_stack, k_stack)
+        if k_stack is not None:
+            k_stack = k_stack.to(x.dtype)
         if rays is not None and tuple(rays.shape) != (b, 3, H, W):
             raise ValueError(f"rays must be [B,3,H,W] = [{b},3,{H},{W}], got {tuple(rays.shape)}")
         feats, cls = self.pixel_encoder(x, focus_stack, k_stack)
@@ -201,9 +192,7 @@ class UniDepthV2DSFA(nn.Module):
     def _to_network(images: torch.Tensor, pads, size, device, dtype) -> torch.Tensor:
         """``[N,H,W,3]`` 0..1 -> normalise, zero-pad, bilinear resize (UniDepthV2's order) ``[N,3,h,w]``."""
         x = images.permute(0, 3, 1, 2).to(device=device, dtype=torch.float32)
-        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-        x = F.pad((x - mean) / std, pads, value=0.0)
+        x = F.pad(normalize_imagenet(x), pads, value=0.0)
         x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
         return x.to(dtype)
 
@@ -222,10 +211,7 @@ class UniDepthV2DSFA(nn.Module):
         kw.pop("input_size", None)  # Depth Anything's knob; UniDepthV2 sizes by resolution_level
         if kw:
             log.warning("unused arguments for UniDepthV2: %s", ", ".join(sorted(kw)))
-        image, stack, k = validate_inputs(image, stack, k_values)
-        if stack is not None and not self.has_dsfa:
-            log.warning("this UniDepthV2 model has no DSFA blocks: the bokeh stack is ignored")
-            stack, k = None, None
+        image, stack, k = model_inputs(self, image, stack, k_values)
         b, H, W, _ = image.shape
         cam = check_camera(camera, b, W, H)
         pads, padded, factor, size = self.network_geometry(H, W, resolution_level)
@@ -254,7 +240,7 @@ class UniDepthV2DSFA(nn.Module):
         result = {key: torch.cat(v, 0) for key, v in outs.items()}
         result.update({
             "relative": False, "network_size": tuple(size), "paddings": tuple(pads),
-            "used_stack": stack is not None and self.has_dsfa,
+            "used_stack": stack is not None,
             "camera": camera if isinstance(camera, str) else ("predicted" if camera is None else "given"),
             "model": self.describe(),
         })
