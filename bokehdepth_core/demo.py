@@ -11,10 +11,10 @@ import math
 import os
 import time
 
-import numpy as np
 import torch
 
 from . import dfb, metrics, optics, render, synthetic
+from .depth_io import colorize
 
 # A portrait lens on full frame and a phone main camera, both at a typical subject distance.
 EXAMPLE_LENSES = (
@@ -33,23 +33,8 @@ def calibration_report(width: int, height: int) -> list[dict]:
     return rows
 
 
-def _save(path: str, image: torch.Tensor) -> None:
-    from PIL import Image
-
-    arr = (image.detach().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-    Image.fromarray(arr).save(path)
-
-
 def _depth_png(path: str, depth: torch.Tensor, near: float, far: float) -> None:
-    """Colourised with the depth I/O colormap when available, else grey (near = bright)."""
-    try:
-        from .depth_io import colorize
-
-        rgb = colorize(depth, mode="fixed", near=near, far=far)[0]
-    except (ImportError, AttributeError, TypeError):
-        inv = (1 / depth[0] - 1 / far) / (1 / near - 1 / far)
-        rgb = inv.clamp(0, 1).unsqueeze(-1).expand(-1, -1, 3)
-    _save(path, rgb)
+    synthetic.save_png(path, colorize(depth, mode="fixed", near=near, far=far)[0])
 
 
 def _finite(obj):
@@ -101,12 +86,12 @@ def physics_demo(out_dir: str, seed: int = 0, size: int = 256) -> dict:
         },
     }
     near, far = float(gt.min()), float(gt.max())
-    _save(os.path.join(out_dir, "all_in_focus.png"), scene.image[0])
+    synthetic.save_png(os.path.join(out_dir, "all_in_focus.png"), scene.image[0])
     for i, k in enumerate(ks):
-        _save(os.path.join(out_dir, f"bokeh_{i}_K{k:.1f}.png"), frames[0, i])
+        synthetic.save_png(os.path.join(out_dir, f"bokeh_{i}_K{k:.1f}.png"), frames[0, i])
     _depth_png(os.path.join(out_dir, "depth_ground_truth.png"), gt, near, far)
     _depth_png(os.path.join(out_dir, "depth_from_bokeh.png"), res["depth"].clamp(near, far), near, far)
-    _save(os.path.join(out_dir, "confidence.png"), conf[0].unsqueeze(-1).expand(-1, -1, 3))
+    synthetic.save_png(os.path.join(out_dir, "confidence.png"), conf[0].unsqueeze(-1).expand(-1, -1, 3))
     report["files"] = sorted(f for f in os.listdir(out_dir) if f.endswith(".png"))
     report["seconds_total"] = time.perf_counter() - t0
     return report

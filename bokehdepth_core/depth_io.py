@@ -169,17 +169,22 @@ def normalize_depth(depth, near: float, far: float, inverse: bool = True) -> tor
 def colorize(depth, cmap: str = "Spectral", mode: str = "percentile", near: Optional[float] = None,
              far: Optional[float] = None, inverse: bool = True,
              invalid_color: Sequence[float] = (0.0, 0.0, 0.0),
-             percentiles: tuple[float, float] = (2.0, 98.0)) -> torch.Tensor:
+             percentiles: tuple[float, float] = (2.0, 98.0),
+             ranges: Optional[Sequence[tuple[float, float]]] = None) -> torch.Tensor:
     """Metric depth ``[B,H,W]`` / ``[H,W]`` (or a DepthMap) -> ``[B,H,W,3]`` float32 in 0..1.
 
     Near objects get the colormap's warm/bright end. The range is per image: the 2nd..98th
-    percentile of valid depth, its min..max, or a fixed ``near``..``far`` in metres. Invalid
-    pixels (NaN, inf, <= 0) get ``invalid_color``.
+    percentile of valid depth, its min..max, or a fixed ``near``..``far`` in metres; or ``ranges``,
+    one ``(near, far)`` per image as ``depth_range`` returns them. Invalid pixels (NaN, inf, <= 0)
+    get ``invalid_color``.
     """
     d = _as_batch(depth)
     if len(invalid_color) != 3:
         raise ValueError(f"invalid_color must be an RGB triple in 0..1, got {invalid_color!r}")
-    ranges = depth_range(d, mode, near, far, percentiles)
+    if ranges is None:
+        ranges = depth_range(d, mode, near, far, percentiles)
+    elif len(ranges) != d.shape[0]:
+        raise ValueError(f"ranges must give one (near, far) per image ({d.shape[0]}), got {len(ranges)}")
     out = torch.empty(*d.shape, 3, dtype=torch.float32, device=d.device)
     bad = torch.tensor([float(c) for c in invalid_color], dtype=torch.float32, device=d.device)
     for i, (lo, hi) in enumerate(ranges):
@@ -369,6 +374,37 @@ def values_to_depth(values, mode: str, near: Optional[float] = None, far: Option
     if mode == "depth":
         return near + v * (far - near)
     return far - v * (far - near)
+
+
+IMAGE_CHANNELS = ("luminance", "r", "g", "b")
+
+
+def image_to_depth(image: torch.Tensor, mode: str, near: Optional[float] = None, far: Optional[float] = None,
+                   scale: float = 1.0, channel: str = "luminance", value_range: str = "full") -> torch.Tensor:
+    """An image that encodes depth (``[B,H,W,C]``, values 0..1) -> metres ``[B,H,W]``.
+
+    ``channel`` picks the values (luminance, r, g or b; single-channel images use their only one);
+    ``value_range`` "minmax" stretches each image's own min..max to 0..1 first; then
+    ``values_to_depth`` with ``mode``, ``near``, ``far`` and ``scale``.
+    """
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] < 1:
+        raise ValueError(f"image must be an IMAGE [B,H,W,C], got {tuple(getattr(image, 'shape', ()))}")
+    if channel not in IMAGE_CHANNELS:
+        raise ValueError(f"channel must be luminance, r, g or b, got {channel!r}")
+    if value_range not in ("full", "minmax"):
+        raise ValueError(f"value_range must be 'full' or 'minmax', got {value_range!r}")
+    img = image.float()
+    if img.shape[-1] < 3:
+        v = img[..., 0]
+    elif channel == "luminance":
+        v = img[..., 0] * 0.299 + img[..., 1] * 0.587 + img[..., 2] * 0.114
+    else:
+        v = img[..., "rgb".index(channel)]
+    if value_range == "minmax":
+        lo = v.amin(dim=(1, 2), keepdim=True)
+        hi = v.amax(dim=(1, 2), keepdim=True)
+        v = (v - lo) / (hi - lo).clamp_min(1e-12)
+    return values_to_depth(v, mode, near=near, far=far, scale=scale)
 
 
 def _gray(arr: np.ndarray, channel: str, path: str) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .render import _good_size, aperture_kernel, check_image, radius_grid
+from .render import aperture_kernel, batch_scalar, batch_values, check_image, fft_size, kernel_spectrum, radius_grid
 
 SIDES = ("behind", "front")
 MAX_DEPTH_M = 1000.0
@@ -97,7 +97,7 @@ def estimate_radii(reference: torch.Tensor, frames: torch.Tensor, radii: Sequenc
     # One forward FFT of (reference, ones) for the whole bank; each radius costs one kernel FFT
     # and one inverse FFT (the ones channel gives the renderer's border normalisation).
     half = int(math.ceil(max(radii) + 0.5))
-    ph, pw = _good_size(h + half + 1), _good_size(w + half + 1)
+    ph, pw = fft_size(h, w, half)
     src = torch.cat([ref, torch.ones_like(ref[:, :1])], 1)
     src_f = torch.fft.rfft2(src, s=(ph, pw))
     # Streaming arg-min: keep only the best error and its two neighbours, not the whole bank.
@@ -107,11 +107,7 @@ def estimate_radii(reference: torch.Tensor, frames: torch.Tensor, radii: Sequenc
             bank = ref
         else:
             k = aperture_kernel(r, blades, 0.0, ref.device, ref.dtype)
-            ks = k.shape[-1]
-            kpad = torch.zeros(ph, pw, device=ref.device, dtype=ref.dtype)
-            kpad[:ks, :ks] = k
-            kpad = torch.roll(kpad, shifts=(-(ks // 2), -(ks // 2)), dims=(0, 1))
-            out = torch.fft.irfft2(src_f * torch.fft.rfft2(kpad), s=(ph, pw))[..., :h, :w]
+            out = torch.fft.irfft2(src_f * kernel_spectrum(k, ph, pw), s=(ph, pw))[..., :h, :w]
             bank = out[:, :3] / out[:, 3:].clamp_min(1e-6)
         diff = frm - bank.unsqueeze(1)
         e = _box((diff * diff).sum(2).reshape(b * n, 1, h, w), window, stride)[:, 0]  # [B*N, H', W']
@@ -179,18 +175,12 @@ def depth_from_bokeh_sweep(reference: torch.Tensor, frames, k_values, focus_m, s
     reference, frames = _check_frames(reference, frames)
     b, n, h, w, _ = frames.shape
     dev = reference.device
-    k = torch.as_tensor(k_values, dtype=torch.float32, device=dev)
-    if k.ndim == 1:
-        k = k.unsqueeze(0).expand(b, -1)
-    if k.ndim != 2 or tuple(k.shape) != (b, n):
+    k = batch_values("k_values", k_values, b, dev)
+    if k.shape[1] != n:
         raise ValueError(f"k_values must have one K per frame ({n}), got shape {tuple(k.shape)}")
-    if not bool(torch.isfinite(k).all()) or bool((k <= 0).any()):
-        raise ValueError(f"k_values must all be finite and > 0 (px*m), got {k[0].tolist()}")
-    s1 = torch.as_tensor(focus_m, dtype=torch.float32, device=dev).reshape(-1)
-    if s1.numel() == 1:
-        s1 = s1.expand(b)
-    if s1.numel() != b or not bool(torch.isfinite(s1).all()) or bool((s1 <= 0).any()):
-        raise ValueError(f"focus_m must be a distance > 0 m (one, or one per batch item), got {s1.tolist()}")
+    if bool((k <= 0).any()):
+        raise ValueError(f"k_values must all be > 0 (px*m), got {k[0].tolist()}")
+    s1 = batch_scalar("focus_m", focus_m, b, dev, positive=True)  # metres
     if max_radius is None:
         max_radius = min(64.0, 0.2 * max(h, w))
     if max_radius <= 1:

@@ -14,6 +14,8 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from .stage2.camera import pixel_grid
+
 __all__ = ["depth_to_points", "point_cloud", "write_ply", "read_ply", "COORDINATES"]
 
 COORDINATES = ("opencv", "opengl")
@@ -42,10 +44,7 @@ def depth_to_points(depth: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tens
         raise ValueError(f"depth must be [B,H,W], got shape {tuple(depth.shape)}")
     b, h, w = depth.shape
     k = _check_intrinsics(intrinsics, b).to(depth.device)
-    u = torch.arange(w, device=depth.device, dtype=torch.float32) + 0.5
-    v = torch.arange(h, device=depth.device, dtype=torch.float32) + 0.5
-    vv, uu = torch.meshgrid(v, u, indexing="ij")
-    pix = torch.stack([uu, vv, torch.ones_like(uu)], dim=-1).reshape(-1, 3)  # [HW,3]
+    pix = pixel_grid(1, h, w, depth.device)[0].reshape(3, -1).T  # [HW,3], same pixel centres as Stage-2
     rays = pix @ torch.linalg.inv(k).transpose(1, 2)  # [B,HW,3], z = 1
     return rays.reshape(b, h, w, 3) * depth.float().unsqueeze(-1)
 

@@ -27,7 +27,8 @@ ProgressFn = Optional[Callable[[int, int], None]]
 
 # --------------------------------------------------------------------------- checks
 
-def _as_batch_scalar(name: str, value, b: int, device, positive: bool = False, allow_zero: bool = True) -> torch.Tensor:
+def batch_scalar(name: str, value, b: int, device, positive: bool = False, allow_zero: bool = True) -> torch.Tensor:
+    """One number or one per batch item -> finite ``[b]`` (``positive``: > 0; not ``allow_zero``: >= 0)."""
     t = torch.as_tensor(value, dtype=torch.float32, device=device).reshape(-1)
     if t.numel() == 1:
         t = t.expand(b)
@@ -96,6 +97,23 @@ def resize_to(depth: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.interpolate(depth.unsqueeze(1).float(), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
 
 
+def depth_for_image(depth: torch.Tensor, image: torch.Tensor, confidence: Optional[torch.Tensor] = None,
+                    name: str = "depth") -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Metric depth (and its confidence) checked, resized to ``image [B,H,W,3]`` and broadcast over
+    its batch: ``([B,H,W], [B,H,W] or None)`` on the image's device."""
+    b, h, w = image.shape[0], image.shape[1], image.shape[2]
+    d = depth.to(image.device).float()
+    if d.ndim == 2:
+        d = d.unsqueeze(0)
+    if d.shape[0] not in (1, b):
+        raise ValueError(f"{name} batch {d.shape[0]} does not match image batch {b}: give one depth or one per image")
+    depth_to_disparity(d, name)  # NaN / inf / <= 0 check with a clear message
+    d = resize_to(d, h, w).expand(b, -1, -1)
+    if confidence is not None:
+        confidence = resize_to(confidence.to(image.device).float(), h, w).expand(b, -1, -1)
+    return d, confidence
+
+
 def resolve_focus(depth: torch.Tensor, image: Optional[torch.Tensor], mode: str = "distance",
                   focus_m: float = 2.0, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Focus distance (m) per batch item: the given ``focus_m``, the median depth (under ``mask`` if
@@ -154,19 +172,28 @@ def _good_size(n: int) -> int:
         m += 1
 
 
+def fft_size(h: int, w: int, half: int) -> tuple[int, int]:
+    """FFT grid for a non-wrapping convolution of ``h x w`` with a kernel of half-size ``half``."""
+    return _good_size(h + half + 1), _good_size(w + half + 1)
+
+
+def kernel_spectrum(kernel: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+    """rfft2 of an odd square kernel centred at the origin of a ``ph x pw`` grid."""
+    ks = kernel.shape[-1]
+    kpad = torch.zeros(ph, pw, device=kernel.device, dtype=kernel.dtype)
+    kpad[:ks, :ks] = kernel
+    return torch.fft.rfft2(torch.roll(kpad, shifts=(-(ks // 2), -(ks // 2)), dims=(0, 1)))
+
+
 def fft_blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Zero-padded (non-wrapping) 2-D convolution of ``x [B,C,H,W]`` with an odd square kernel."""
     h, w = x.shape[-2:]
     ks = kernel.shape[-1]
-    half = ks // 2
     if ks == 1:
         return x * kernel.reshape(())
-    ph, pw = _good_size(h + half + 1), _good_size(w + half + 1)
-    kpad = torch.zeros(ph, pw, device=x.device, dtype=x.dtype)
-    kpad[:ks, :ks] = kernel.to(x.dtype)
-    kpad = torch.roll(kpad, shifts=(-half, -half), dims=(0, 1))
+    ph, pw = fft_size(h, w, ks // 2)
     xf = torch.fft.rfft2(x, s=(ph, pw))
-    out = torch.fft.irfft2(xf * torch.fft.rfft2(kpad), s=(ph, pw))
+    out = torch.fft.irfft2(xf * kernel_spectrum(kernel.to(x.device, x.dtype), ph, pw), s=(ph, pw))
     return out[..., :h, :w]
 
 
@@ -292,8 +319,8 @@ def render_bokeh(image: torch.Tensor, disparity: torch.Tensor, k, focus_disparit
     disparity = check_disparity(disparity, image)
     b, h, w, _ = image.shape
     dev = image.device
-    kk = _as_batch_scalar("k", k, b, dev, positive=True)
-    fd = _as_batch_scalar("focus_disparity", focus_disparity, b, dev, allow_zero=False)
+    kk = batch_scalar("k", k, b, dev, positive=True)
+    fd = batch_scalar("focus_disparity", focus_disparity, b, dev, allow_zero=False)
     if gamma <= 0 or not math.isfinite(gamma):
         raise ValueError(f"gamma must be > 0 (2.2 = sRGB-like, 1 = blur the values as they are), got {gamma}")
     if blades and not (3 <= int(blades) <= 32):
@@ -350,7 +377,8 @@ def render_bokeh(image: torch.Tensor, disparity: torch.Tensor, k, focus_disparit
     return out.permute(0, 2, 3, 1).contiguous()
 
 
-def _check_values(name: str, values, b: int, device) -> torch.Tensor:
+def batch_values(name: str, values, b: int, device) -> torch.Tensor:
+    """A list of numbers shared by the batch, or ``[B,N]`` -> finite ``[b, N]``."""
     t = torch.as_tensor(values, dtype=torch.float32, device=device)
     if t.ndim == 0:
         t = t.reshape(1)
@@ -367,7 +395,7 @@ def bokeh_stack(image: torch.Tensor, disparity: torch.Tensor, k_values, focus_di
                 callback: ProgressFn = None, **options) -> torch.Tensor:
     """Fixed focus, swept aperture: ``[B,N,H,W,3]``, one frame per ``K``."""
     image = check_image(image)
-    ks = _check_values("k_values", k_values, image.shape[0], image.device)
+    ks = batch_values("k_values", k_values, image.shape[0], image.device)
     if bool((ks <= 0).any()):
         raise ValueError(f"k_values must all be > 0 (K is a blur strength in px*m), got {ks[0].tolist()}")
     n = ks.shape[1]
@@ -383,7 +411,7 @@ def focus_stack(image: torch.Tensor, disparity: torch.Tensor, focus_disparities,
                 callback: ProgressFn = None, **options) -> torch.Tensor:
     """Fixed aperture, swept focus (uniform steps in disparity): ``[B,N,H,W,3]``."""
     image = check_image(image)
-    fds = _check_values("focus_disparities", focus_disparities, image.shape[0], image.device)
+    fds = batch_values("focus_disparities", focus_disparities, image.shape[0], image.device)
     if bool((fds < 0).any()):
         raise ValueError("focus_disparities must be >= 0 (1/m)")
     n = fds.shape[1]

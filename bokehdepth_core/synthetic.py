@@ -215,7 +215,8 @@ def make_scene(seed: int = 0, size: int = 256, n_k: int = 3, foreground: Optiona
                  f_numbers=[f_number_for_k(k, k_max) for k in ks], seed=int(seed), meta=meta)
 
 
-def _save_png(path: str, image: torch.Tensor, quality: Optional[int] = None) -> None:
+def save_png(path: str, image: torch.Tensor, quality: Optional[int] = None) -> None:
+    """Write ``[H,W,3]`` 0..1 as 8-bit (``quality`` for JPEG paths)."""
     from PIL import Image
 
     arr = (image.clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
@@ -245,11 +246,11 @@ def generate_dataset(out_dir: str, n: int, size: int = 256, seed: int = 0, n_k: 
                            background=bgs[s % len(bgs)] if bgs else None)
         sid = f"{s:06d}"
         aif_rel, depth_rel = f"aif/{sid}.png", f"depth/{sid}.npy"
-        _save_png(os.path.join(out_dir, aif_rel), scene.image[0])
+        save_png(os.path.join(out_dir, aif_rel), scene.image[0])
         np.save(os.path.join(out_dir, depth_rel), scene.disparity[0].numpy().astype(np.float32))
         for j, (k, fn) in enumerate(zip(scene.k_values, scene.f_numbers)):
             img_rel = f"images/{sid}_{j}.jpg"
-            _save_png(os.path.join(out_dir, img_rel), scene.render(k, **opts)[0], quality=jpeg_quality)
+            save_png(os.path.join(out_dir, img_rel), scene.render(k, **opts)[0], quality=jpeg_quality)
             meta = {"id": f"{sid}_{j}", "aif": aif_rel, "depth": depth_rel, "image": img_rel,
                     "depth_kind": "disparity (1/m); metric depth = 1/disparity",
                     "K": k, "d_f": scene.focus_disparity, "focus_m": scene.focus_m, "f_number": fn,

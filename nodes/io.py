@@ -29,8 +29,8 @@ def _range_inputs():
     }
 
 
-def _preview(dm: DepthMap, cmap="Spectral", range_mode="percentile", near=None, far=None, inverse=True):
-    img = depth_io.colorize(dm.depth, cmap=cmap, mode=range_mode, near=near, far=far, inverse=inverse)
+def _preview(dm: DepthMap, cmap="Spectral", inverse=True, ranges=None):
+    img = depth_io.colorize(dm.depth, cmap=cmap, inverse=inverse, ranges=ranges)
     return img.to(seam.intermediate_device())
 
 
@@ -62,7 +62,7 @@ class DepthPreview:
         if range_mode == "fixed" and not near_m < far_m:
             raise ValueError(f"near_m ({near_m}) must be smaller than far_m ({far_m}) for the 'fixed' range")
         ranges = depth_io.depth_range(depth.depth, range_mode, near_m, far_m)
-        img = _preview(depth, colormap, range_mode, near_m, far_m, bool(inverse_depth))
+        img = _preview(depth, colormap, bool(inverse_depth), ranges)
         text = "; ".join(f"#{i}: {lo:.4g}..{hi:.4g} m" for i, (lo, hi) in enumerate(ranges))
         return (img, text)
 
@@ -198,7 +198,7 @@ class DepthFromImage:
         req = {"image": ("IMAGE", {"tooltip": "Depth encoded as an image, values 0..1 (batch allowed)."})}
         req.update(_mapping_inputs(depth_io.LOAD_MODES[1:], "disparity"))
         req["scale"][1]["tooltip"] = "metric mode: metres that the value 1.0 (white) means."
-        req["channel"] = (["luminance", "r", "g", "b"], {"default": "luminance",
+        req["channel"] = (list(depth_io.IMAGE_CHANNELS), {"default": "luminance",
                           "tooltip": "Which channel holds depth (grey maps: any)."})
         req[_VALUE_RANGE[0]] = (["full", "minmax"], {"default": "full",
                                 "tooltip": "disparity/depth modes: use values as 0..1, or stretch each image's "
@@ -206,24 +206,8 @@ class DepthFromImage:
         return {"required": req}
 
     def convert(self, image, mode, scale, near_m, far_m, channel, value_range):
-        if image.ndim != 4 or image.shape[-1] < 1:
-            raise ValueError(f"image must be an IMAGE [B,H,W,C], got shape {tuple(image.shape)}")
-        img = image.float()
-        if channel == "luminance" and img.shape[-1] >= 3:
-            v = img[..., 0] * 0.299 + img[..., 1] * 0.587 + img[..., 2] * 0.114
-        elif channel in ("r", "g", "b") and img.shape[-1] >= 3:
-            v = img[..., "rgb".index(channel)]
-        elif channel in ("luminance", "r", "g", "b"):
-            v = img[..., 0]
-        else:
-            raise ValueError(f"channel must be luminance, r, g or b, got {channel!r}")
-        if value_range == "minmax":
-            lo = v.amin(dim=(1, 2), keepdim=True)
-            hi = v.amax(dim=(1, 2), keepdim=True)
-            v = (v - lo) / (hi - lo).clamp_min(1e-12)
-        elif value_range != "full":
-            raise ValueError(f"value_range must be 'full' or 'minmax', got {value_range!r}")
-        depth = depth_io.values_to_depth(v, mode, near=near_m, far=far_m, scale=scale)
+        depth = depth_io.image_to_depth(image, mode, near=near_m, far=far_m, scale=scale, channel=channel,
+                                        value_range=value_range)
         dm = DepthMap(depth=depth.to(seam.intermediate_device()),
                       meta={"source": f"image:{mode}", "near": near_m, "far": far_m, "scale": scale})
         return (dm, _preview(dm))

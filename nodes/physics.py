@@ -39,19 +39,9 @@ def _look_inputs():
 
 
 def _depth_for(image: torch.Tensor, depth: DepthMap) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Depth and confidence resized to the image, batch broadcast; validated."""
     if not isinstance(depth, DepthMap):
         raise ValueError("depth must be a METRIC_DEPTH (connect a depth model, Load Depth or Synthetic Bokeh Scene)")
-    b, h, w = image.shape[0], image.shape[1], image.shape[2]
-    d = depth.depth.to(image.device).float()
-    if d.shape[0] not in (1, b):
-        raise ValueError(f"depth batch {d.shape[0]} does not match image batch {b}: give one depth or one per image")
-    render.depth_to_disparity(d)  # NaN / inf / <= 0 check with a clear message
-    d = render.resize_to(d, h, w).expand(b, -1, -1)
-    conf = depth.confidence
-    if conf is not None:
-        conf = render.resize_to(conf.to(image.device).float(), h, w).expand(b, -1, -1)
-    return d, conf
+    return render.depth_for_image(depth.depth, image, depth.confidence)
 
 
 def _options(gamma, highlight, aperture_blades, blade_rotation):

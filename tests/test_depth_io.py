@@ -261,3 +261,32 @@ def test_bad_files_and_arguments(tmp_path):
     with pytest.raises(ValueError, match="mode"):
         dio.load_depth(str(tmp_path / "x.exr"), mode="meters")
     assert math.isclose(dio.values_to_depth(torch.tensor(0.5), "metric", scale=4.0).item(), 2.0)
+
+
+def test_colorize_with_given_ranges_matches_computed_ones():
+    d = _scene()
+    ranges = dio.depth_range(d, "percentile")
+    assert torch.equal(dio.colorize(d, ranges=ranges), dio.colorize(d))
+    other = dio.colorize(d, ranges=[(1.0, 2.0), (1.0, 2.0)])
+    assert not torch.equal(other, dio.colorize(d))
+    with pytest.raises(ValueError, match="ranges"):
+        dio.colorize(d, ranges=[(1.0, 2.0)])
+
+
+def test_image_to_depth_channels_and_ranges():
+    img = torch.zeros(2, 4, 5, 3)
+    img[..., 0] = 1.0
+    img[1, ..., 1] = torch.linspace(0.25, 0.75, 5)
+    lum = dio.image_to_depth(img, "metric", scale=10.0)
+    assert torch.allclose(lum[0], torch.full((4, 5), 2.99))
+    red = dio.image_to_depth(img, "metric", scale=10.0, channel="r")
+    assert torch.allclose(red, torch.full((2, 4, 5), 10.0))
+    stretched = dio.image_to_depth(img, "depth", near=2.0, far=8.0, channel="g", value_range="minmax")
+    assert float(stretched[1].min()) == pytest.approx(2.0) and float(stretched[1].max()) == pytest.approx(8.0)
+    grey = dio.image_to_depth(torch.full((1, 3, 3, 1), 0.5), "depth", near=2.0, far=8.0, channel="b")
+    assert torch.allclose(grey, torch.full((1, 3, 3), 5.0))
+    for kwargs, word in (({"channel": "alpha"}, "channel"), ({"value_range": "auto"}, "value_range")):
+        with pytest.raises(ValueError, match=word):
+            dio.image_to_depth(img, "metric", **kwargs)
+    with pytest.raises(ValueError, match="IMAGE"):
+        dio.image_to_depth(torch.zeros(4, 5), "metric")
