@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--size", type=int, default=None, help="input size in pixels")
     b.add_argument("--device", default="cpu")
     b.add_argument("--repeat", type=int, default=3)
+    b.add_argument("--steps", type=int, default=None, help="denoising steps for 'stack' (default 10)")
     b.set_defaults(func=_cmd_bench)
     return p
 

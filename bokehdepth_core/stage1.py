@@ -8,9 +8,11 @@ authors' release (``bokeh_lora.bin``): ``embedding_layer.{0,2}.*`` and
 
 Inside each processor (paper Sec. 3, the authors' ``BokehFluxAttnProcessor2_0``)::
 
-    q = to_q(h) + s * to_q_adp(to_q(h));  k = to_k(h) + s * to_k_adp(to_k(h))   (before heads/RMS norm)
-    out = JointAttention(q, k, v) + lambda * Attention(q, to_k_dof(e), to_v_dof(e))
+    q = to_q(h) + to_q_adp(to_q(h));  k = to_k(h) + to_k_adp(to_k(h))   (before heads/RMS norm)
+    out = JointAttention(q, k, v) + Attention(q, to_k_dof(e), to_v_dof(e))
     e = embedding_layer(clamp(K, 1, 30) / 30)
+
+(The release's lora_scale / bokeh_scale factors are 1 and none of its scripts change them.)
 
 Sampling follows the authors' stack script: all K in one pipeline call, one CPU generator per
 frame seeded alike, the dof_cond prompt template, the reference resized (Lanczos) to multiples of
@@ -118,8 +120,6 @@ class _Condition:
     def __init__(self):
         self.embedding: Optional[torch.Tensor] = None  # [B, context_dim]
         self._by_device: dict = {}
-        self.lora_scale = 1.0
-        self.bokeh_scale = 1.0
         self.transformer = None
 
     def set(self, embedding: Optional[torch.Tensor]):
@@ -198,9 +198,9 @@ class BokehAttnProcessor:
         query, key, value, eq, ek, ev = _projections(attn, hidden_states, encoder_hidden_states)
         # the release adapts q/k on the flat projections, before the head split and RMS norms
         if layer.to_q_adp is not None:
-            query = query + cond.lora_scale * layer.to_q_adp(query)
+            query = query + layer.to_q_adp(query)
         if layer.to_k_adp is not None:
-            key = key + cond.lora_scale * layer.to_k_adp(key)
+            key = key + layer.to_k_adp(key)
 
         head_dim = getattr(attn, "head_dim", None) or query.shape[-1] // attn.heads
         query = attn.norm_q(query.unflatten(-1, (-1, head_dim)))
@@ -226,7 +226,7 @@ class BokehAttnProcessor:
                 if bokeh.shape[0] != 1:
                     raise ValueError(f"set_k: got {bokeh.shape[0]} K values for a batch of {out.shape[0]}; "
                                      "give one K per batch element (or a single K for all)")
-            out = out + cond.bokeh_scale * bokeh.to(out.dtype)[:, None, :]
+            out = out + bokeh.to(out.dtype)[:, None, :]
 
         if encoder_hidden_states is not None:
             n_txt = encoder_hidden_states.shape[1]
@@ -615,40 +615,53 @@ def sample_bokeh_stack(pipe, adapter: BokehAdapter, image: ImageLike, k_values: 
     generator seeded with ``seed``; prompts carry the raw K, the adapter the clamped one.
     ``callback(done, total)`` runs after every denoising step and may raise to cancel.
     """
-    ks = _check_k_list(k_values)
-    steps = int(num_inference_steps)
-    if steps < 1:
-        raise ValueError(f"num_inference_steps: must be >= 1, got {num_inference_steps}")
-    source = _to_pil(image)
-    ref = prepare_reference(source, size_multiple(pipe))
+    return _stack_and_reference(pipe, adapter, image, k_values, num_inference_steps, guidance_scale, seed,
+                                prompt_template, color_transfer, callback, max_sequence_length)[0]
+
+
+def _run_pipeline(pipe, ref: Image.Image, ks: list[float], steps: int, guidance_scale: float, seed: int,
+                  prompt_template: Optional[str], callback, max_sequence_length: int = 512) -> list[Image.Image]:
+    """The release's pipeline call for one stack (whatever processors the transformer holds)."""
     w, h = ref.size
     template = PROMPT_TEMPLATE if prompt_template is None else prompt_template
-    prompts = [build_prompt(template, k) for k in ks]
-    generators = [torch.Generator(device="cpu").manual_seed(int(seed)) for _ in ks]
 
     def on_step(_pipe, i, _t, tensors):
         if callback is not None:
             callback(i + 1, steps)
         return {}
 
+    result = pipe(
+        prompt=[build_prompt(template, k) for k in ks], image=ref, height=h, width=w, num_inference_steps=steps,
+        guidance_scale=float(guidance_scale), max_area=h * w, true_cfg_scale=1.0, negative_prompt=None,
+        generator=[torch.Generator(device="cpu").manual_seed(int(seed)) for _ in ks],
+        max_sequence_length=int(max_sequence_length), _auto_resize=False,
+        callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=[],
+    )
+    return list(result.images)
+
+
+def _stack_and_reference(pipe, adapter, image, k_values, num_inference_steps, guidance_scale, seed,
+                         prompt_template, color_transfer, callback, max_sequence_length=512):
+    """:func:`sample_bokeh_stack`, also returning the 16-aligned reference it sampled from."""
+    ks = _check_k_list(k_values)
+    steps = int(num_inference_steps)
+    if steps < 1:
+        raise ValueError(f"num_inference_steps: must be >= 1, got {num_inference_steps}")
+    source = _to_pil(image)
+    ref = prepare_reference(source, size_multiple(pipe))
     adapter.attach_to(pipe.transformer)
     adapter.set_k(ks)
     try:
-        result = pipe(
-            prompt=prompts, image=ref, height=h, width=w, num_inference_steps=steps,
-            guidance_scale=float(guidance_scale), max_area=h * w, true_cfg_scale=1.0, negative_prompt=None,
-            generator=generators, max_sequence_length=int(max_sequence_length), _auto_resize=False,
-            callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=[],
-        )
+        frames = _run_pipeline(pipe, ref, ks, steps, guidance_scale, seed, prompt_template, callback,
+                               max_sequence_length)
     finally:
         adapter.clear()
-    frames = list(result.images)
     if color_transfer:
         from .color import color_transfer_lab
 
         # the release matches colours to the reference before its 16-px alignment
         frames = [color_transfer_lab(source, f) for f in frames]
-    return frames
+    return frames, ref
 
 
 def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
@@ -674,10 +687,10 @@ def sample_stacks(pipe, adapter: BokehAdapter, images: torch.Tensor, k_values: S
             if callback is not None:
                 callback(offset + done, total)
 
-        pil = sample_bokeh_stack(pipe, adapter, images[b:b + 1, ..., :3], ks, steps, guidance_scale, seed,
-                                 prompt_template, color_transfer, step)
+        pil, ref = _stack_and_reference(pipe, adapter, images[b:b + 1, ..., :3], ks, steps, guidance_scale, seed,
+                                        prompt_template, color_transfer, step)
         frames.append(torch.stack([_pil_to_tensor(f) for f in pil]))
-        refs.append(_pil_to_tensor(prepare_reference(images[b:b + 1, ..., :3], size_multiple(pipe))))
+        refs.append(_pil_to_tensor(ref))
     meta = dict(seed=int(seed), steps=steps, guidance_scale=float(guidance_scale), color_transfer=bool(color_transfer),
                 prompt_template=prompt_template or PROMPT_TEMPLATE, adapter=getattr(adapter, "source", None))
     return BokehStack(frames=torch.stack(frames), k_values=torch.tensor([ks] * len(frames), dtype=torch.float32),
@@ -784,6 +797,7 @@ def benchmark(args) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     sample_bokeh_stack(pipe, adapter, image, ks, num_inference_steps=1)  # warm-up
+    ref = prepare_reference(image, size_multiple(pipe))
 
     def timed(attached: bool):
         stamps: list[float] = []
@@ -800,12 +814,7 @@ def benchmark(args) -> dict:
             if attached:
                 sample_bokeh_stack(pipe, adapter, image, ks, num_inference_steps=steps, callback=tick)
             else:  # the same call through the bare pipeline: the adapter's overhead
-                ref = prepare_reference(image, size_multiple(pipe))
-                pipe(prompt=[build_prompt(PROMPT_TEMPLATE, k) for k in ks], image=ref, height=ref.height,
-                     width=ref.width, num_inference_steps=steps, guidance_scale=7.0, max_area=ref.height * ref.width,
-                     generator=[torch.Generator().manual_seed(42) for _ in ks], _auto_resize=False,
-                     callback_on_step_end=lambda p, i, t, kw: (tick(i + 1, steps), {})[1],
-                     callback_on_step_end_tensor_inputs=[])
+                _run_pipeline(pipe, ref, ks, steps, 7.0, 42, None, tick)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             per_stack.append(time.perf_counter() - t0)

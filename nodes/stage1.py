@@ -12,6 +12,18 @@ KONTEXT_SOURCE = ("huggingface.co/black-forest-labs/FLUX.1-Kontext-dev (the whol
 NONE = "none"
 
 
+def _required_model(names: list[str], release_name: str, tooltip: str):
+    return (seam.model_choices(names, release_name), {"tooltip": tooltip})
+
+
+def _optional_model(folder: str, extensions: tuple[str, ...], tooltip: str):
+    return ([NONE] + seam.list_models(folder, extensions), {"default": NONE, "tooltip": tooltip})
+
+
+def _optional_path(name, folder: str):
+    return None if name in (None, "", NONE) else seam.model_path(name, folder)
+
+
 class LoadKontextPipeline:
     DESCRIPTION = ("Load FLUX.1-Kontext-dev from a diffusers-format folder in models/diffusers, optionally with "
                    "the transformer from a single file in models/diffusion_models and a user LoRA. Frees "
@@ -26,14 +38,13 @@ class LoadKontextPipeline:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model_folder": (seam.model_choices(seam.list_model_dirs("diffusers"), KONTEXT_FOLDER),
-                                 {"tooltip": "A FLUX.1-Kontext-dev folder in diffusers format inside models/diffusers "
-                                             f"(get it from {KONTEXT_SOURCE})."}),
-                "transformer_file": ([NONE] + seam.list_models("diffusion_models", (".safetensors", ".sft")),
-                                     {"default": NONE,
-                                      "tooltip": "Optional single-file transformer from models/diffusion_models "
-                                                 "(e.g. flux1-kontext-dev.safetensors) used instead of the folder's "
-                                                 "transformer/ weights; the folder still gives its config."}),
+                "model_folder": _required_model(
+                    seam.list_model_dirs("diffusers"), KONTEXT_FOLDER,
+                    f"A FLUX.1-Kontext-dev folder in diffusers format inside models/diffusers (get it from {KONTEXT_SOURCE})."),
+                "transformer_file": _optional_model(
+                    "diffusion_models", (".safetensors", ".sft"),
+                    "Optional single-file transformer from models/diffusion_models (e.g. flux1-kontext-dev.safetensors) "
+                    "used instead of the folder's transformer/ weights; the folder still gives its config."),
                 "dtype": (["auto", "bf16", "fp16", "fp32"], {"default": "auto",
                           "tooltip": "Weights precision: auto = bf16 on GPUs that support it (fp16 otherwise), fp32 on CPU."}),
                 "offload": (["none", "model", "sequential"], {"default": "none",
@@ -42,8 +53,8 @@ class LoadKontextPipeline:
                                        "layer by layer (slowest, least VRAM)."}),
             },
             "optional": {
-                "lora_name": ([NONE] + seam.list_models("loras", (".safetensors",)),
-                              {"default": NONE, "tooltip": "Optional FLUX LoRA from models/loras, loaded with diffusers (peft)."}),
+                "lora_name": _optional_model("loras", (".safetensors",),
+                                             "Optional FLUX LoRA from models/loras, loaded with diffusers (peft)."),
                 "lora_strength": ("FLOAT", {"default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05,
                                             "tooltip": "Weight of the optional LoRA."}),
             },
@@ -53,10 +64,10 @@ class LoadKontextPipeline:
         seam.free_memory()
         device = seam.torch_device()
         path = seam.model_path(model_folder, "diffusers", where_to_get=KONTEXT_SOURCE)
-        single = None if transformer_file in (None, "", NONE) else seam.model_path(transformer_file, "diffusion_models")
-        loras = None if lora_name in (None, "", NONE) else [(seam.model_path(lora_name, "loras"), lora_strength)]
-        pipe = stage1.load_kontext_pipeline(path, dtype=seam.pick_dtype(device, dtype), device=device,
-                                            offload=offload, transformer_file=single, loras=loras)
+        lora = _optional_path(lora_name, "loras")
+        pipe = stage1.load_kontext_pipeline(path, dtype=seam.pick_dtype(device, dtype), device=device, offload=offload,
+                                            transformer_file=_optional_path(transformer_file, "diffusion_models"),
+                                            loras=None if lora is None else [(lora, lora_strength)])
         return (pipe,)
 
 
@@ -72,9 +83,9 @@ class LoadBokehAdapter:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "adapter_file": (seam.model_choices(seam.list_models(), stage1.ADAPTER_FILE),
-                             {"tooltip": f"Adapter weights in models/bokehdepth ({stage1.ADAPTER_FILE} from "
-                                         f"{stage1.ADAPTER_SOURCE})."}),
+            "adapter_file": _required_model(
+                seam.list_models(), stage1.ADAPTER_FILE,
+                f"Adapter weights in models/bokehdepth ({stage1.ADAPTER_FILE} from {stage1.ADAPTER_SOURCE})."),
         }}
 
     @classmethod

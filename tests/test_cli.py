@@ -40,3 +40,11 @@ def test_import_is_cheap():
             "bad=[m for m in ('diffusers','transformers','peft') if m in sys.modules]; print(bad)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_extension_import_leaves_diffusers_unloaded():
+    """ComfyUI start-up imports every node family: the heavy libraries load only when a node runs."""
+    code = ("import sys; sys.path.insert(0, 'tests'); from conftest import load_extension; load_extension(); "
+            "print([m for m in ('diffusers', 'transformers', 'peft') if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr
