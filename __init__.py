@@ -1,5 +1,8 @@
 """BokehDepth for ComfyUI: monocular metric depth boosted by generated bokeh."""
 
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+# ComfyUI imports this folder as a package; a test runner may import the file on its own (no
+# parent package), where the relative import cannot work and nothing needs registering.
+if __package__:
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+    __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
-
-# bench target -> module whose ``benchmark(args)`` runs it
-BENCH_TARGETS = {"render": "render", "depth": "stage2", "stack": "stage1"}
 
 
 def _cmd_demo(args) -> int:
@@ -48,8 +44,9 @@ def _cmd_calib(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    module = importlib.import_module(f".{BENCH_TARGETS[args.target]}", __package__)
-    module.benchmark(args)
+    from . import bench
+
+    bench.run(args.target, args)
     return 0
 
 
@@ -86,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_cmd_calib)
 
     b = sub.add_parser("bench", help="time a stage on this machine")
-    b.add_argument("target", choices=sorted(BENCH_TARGETS))
+    b.add_argument("target", choices=("depth", "render", "stack"))
     b.add_argument("--model", default=None, help="model family for 'depth' (dav2, unidepthv2)")
     b.add_argument("--size", type=int, default=None, help="input size in pixels")
     b.add_argument("--device", default="cpu")

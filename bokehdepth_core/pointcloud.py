@@ -14,7 +14,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .stage2.camera import pixel_grid
+from .camera import pixel_grid
 
 __all__ = ["depth_to_points", "point_cloud", "write_ply", "read_ply", "COORDINATES"]
 

@@ -16,7 +16,6 @@ reduction loses). The same code runs on CPU and GPU; nothing leaves the input's 
 from __future__ import annotations
 
 import math
-import time
 from typing import Callable, Optional
 
 import torch
@@ -436,43 +435,3 @@ def uniform_focus_disparities(disparity: torch.Tensor, n: int, margin: float = 0
         return ((lo + hi) / 2).unsqueeze(1)
     t = torch.linspace(0, 1, n, device=d.device)
     return lo.unsqueeze(1) + (hi - lo).unsqueeze(1) * t.unsqueeze(0)
-
-
-# --------------------------------------------------------------------------- benchmark
-
-def benchmark(args) -> dict:
-    """``python -m bokehdepth_core bench render``: ``size`` x ``size`` renders with radii up to 30 px,
-    focus on the subject (background blurred) and focus between subject and background (both blurred)."""
-    from .synthetic import make_scene
-
-    size = int(getattr(args, "size", None) or 1024)
-    device = torch.device(getattr(args, "device", None) or "cpu")
-    repeat = max(1, int(getattr(args, "repeat", 3) or 3))
-    scene = make_scene(seed=0, size=size)
-    img = scene.image.to(device)
-    disp = scene.disparity.to(device)
-    fg = scene.alpha.to(device) >= 0.5
-    cases = {"focus on subject": float(scene.focus_disparity),
-             "focus between subject and background": 0.5 * (float(disp[fg].min()) + float(disp[~fg].max()))}
-    results = []
-    for name, fd in cases.items():
-        k = 30.0 / float((disp - fd).abs().max())  # the most defocused pixel gets a 30 px radius
-        render_bokeh(img, disp, k, fd)  # warm-up (FFT plans, allocator)
-        walls, cpus = [], []
-        for _ in range(repeat):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0, c0 = time.perf_counter(), time.process_time()
-            render_bokeh(img, disp, k, fd)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            walls.append(time.perf_counter() - t0)
-            cpus.append(time.process_time() - c0)
-        row = {"case": name, "size": size, "device": str(device), "threads": torch.get_num_threads(),
-               "max_radius_px": 30.0, "seconds_best": min(walls), "seconds_mean": sum(walls) / repeat,
-               "cpu_seconds_best": min(cpus), "repeat": repeat}
-        results.append(row)
-        print(f"render {size}x{size}, radii up to 30 px, {name}, {device} ({row['threads']} threads): "
-              f"best {row['seconds_best']:.2f} s wall, mean {row['seconds_mean']:.2f} s "
-              f"(process CPU {row['cpu_seconds_best']:.2f} s) over {repeat} runs")
-    return {"target": "render", "results": results}

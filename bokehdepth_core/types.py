@@ -50,12 +50,14 @@ class BokehStack:
 
 @dataclass
 class DepthMap:
-    """Metric depth ``[B, H, W]`` (metres) with optional confidence ``[B, H, W]`` (0..1) and
-    pinhole intrinsics ``[B, 3, 3]`` in the pixels of ``depth``."""
+    """Metric depth ``[B, H, W]`` (metres) with optional confidence ``[B, H, W]`` (0..1), pinhole
+    intrinsics ``[B, 3, 3]`` in the pixels of ``depth`` and camera-space points ``[B, H, W, 3]``
+    (metres, OpenCV axes: x right, y down, z forward)."""
 
     depth: torch.Tensor
     confidence: Optional[torch.Tensor] = None
     intrinsics: Optional[torch.Tensor] = None
+    points: Optional[torch.Tensor] = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -69,3 +71,6 @@ class DepthMap:
             )
         if self.intrinsics is not None and tuple(self.intrinsics.shape[-2:]) != (3, 3):
             raise ValueError(f"intrinsics must be [B,3,3], got {tuple(self.intrinsics.shape)}")
+        if self.points is not None and tuple(self.points.shape) != (*self.depth.shape, 3):
+            raise ValueError(f"points must be [B,H,W,3] matching depth {tuple(self.depth.shape)}, "
+                             f"got {tuple(self.points.shape)}")

@@ -1,36 +1,38 @@
-"""Node families, one module each (calibration, physics, stage1, stage2, io ...).
+"""Node families, one module each, mirroring the core (calibration, stage1, stage2, geometry,
+depth_files, physics).
 
-Each family exports NODE_CLASS_MAPPINGS / NODE_DISPLAY_NAME_MAPPINGS. A family whose optional
-dependency is missing is skipped with one log line instead of breaking ComfyUI's start.
+Each family exports NODE_CLASS_MAPPINGS / NODE_DISPLAY_NAME_MAPPINGS. A family that fails to import
+(e.g. a missing package) is logged with its traceback and skipped; the others still load, so one
+broken family never hides the whole extension from ComfyUI.
 """
 
 import importlib
 import logging
-import os
 
 from . import comfy_seam
 
-_NOT_FAMILIES = {"__init__", "comfy_seam", "common"}
+FAMILIES = ("calibration", "stage1", "stage2", "geometry", "depth_files", "physics")
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
-SKIPPED = {}
+SKIPPED = {}  # family -> why it did not load
 
 comfy_seam.register_model_folder()
 
-FAMILIES = sorted(
-    f[:-3] for f in os.listdir(os.path.dirname(__file__))
-    if f.endswith(".py") and f[:-3] not in _NOT_FAMILIES
-)
+
+def _load(family: str) -> None:
+    try:
+        mod = importlib.import_module(f".{family}", __name__)
+    except Exception as exc:  # noqa: BLE001 - any failure must leave the other families loadable
+        SKIPPED[family] = f"{type(exc).__name__}: {exc}"
+        hint = (" Install the extension's requirements: pip install -r requirements.txt"
+                if isinstance(exc, ImportError) else "")
+        logging.getLogger("BokehDepth").error("BokehDepth: %s nodes disabled (%s).%s", family, SKIPPED[family], hint,
+                                              exc_info=True)
+        return
+    NODE_CLASS_MAPPINGS.update(mod.NODE_CLASS_MAPPINGS)
+    NODE_DISPLAY_NAME_MAPPINGS.update(mod.NODE_DISPLAY_NAME_MAPPINGS)
+
 
 for _family in FAMILIES:
-    try:
-        _mod = importlib.import_module(f".{_family}", __name__)
-    except ImportError as exc:
-        SKIPPED[_family] = str(exc)
-        logging.getLogger("BokehDepth").warning(
-            "BokehDepth: %s nodes disabled (%s); install the extension's requirements: pip install -r requirements.txt",
-            _family, exc)
-        continue
-    NODE_CLASS_MAPPINGS.update(_mod.NODE_CLASS_MAPPINGS)
-    NODE_DISPLAY_NAME_MAPPINGS.update(_mod.NODE_DISPLAY_NAME_MAPPINGS)
+    _load(_family)

@@ -7,7 +7,7 @@ import os
 import torch
 
 from ..bokehdepth_core import optics, pointcloud
-from ..bokehdepth_core.stage2 import camera as cam
+from ..bokehdepth_core import camera as cam
 from ..bokehdepth_core.types import DepthMap
 from . import comfy_seam as seam
 from .common import CAMERA, DEPTH, category

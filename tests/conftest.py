@@ -1,38 +1,43 @@
-"""Test setup: the core on sys.path, and the extension loaded the way ComfyUI loads it."""
+"""Test setup: the core and the test helpers on sys.path, the extension as a fixture."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-import types
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+_TESTS = Path(__file__).resolve().parent
+for _p in (str(_TESTS.parent), str(_TESTS)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
-EXT_NAME = "custom_nodes_ComfyUI_BokehDepth_under_test"
+from support import COMFYUI_HINT, comfyui_path, import_comfyui, load_extension  # noqa: E402
 
-
-def load_extension():
-    """Import the repo as a package under a mangled name, with a foreign top-level ``nodes``
-    (ComfyUI owns that name) so that any absolute ``import nodes`` of ours would break."""
-    if EXT_NAME in sys.modules:
-        return sys.modules[EXT_NAME]
-    sys.modules.setdefault("nodes", types.ModuleType("nodes"))  # stands in for ComfyUI's nodes.py
-    spec = importlib.util.spec_from_file_location(EXT_NAME, ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[EXT_NAME] = module
-    spec.loader.exec_module(module)
-    return module
+# the plain copy of the extension loads before anything can import ComfyUI, so it never sees it
+_PLAIN_EXTENSION = load_extension()
 
 
 @pytest.fixture(scope="session")
 def ext():
-    return load_extension()
+    return _PLAIN_EXTENSION
+
+
+@pytest.fixture(scope="session")
+def comfyui():
+    """The real ComfyUI named by COMFYUI_PATH (its ``comfy`` package); skips, naming the variable,
+    where it is unset."""
+    path = comfyui_path()
+    if path is None:
+        pytest.skip(COMFYUI_HINT)
+    return import_comfyui(path)
+
+
+@pytest.fixture(scope="session")
+def ext_in_comfyui(comfyui):
+    """A second copy of the extension, imported with the real ComfyUI present (its seam uses
+    ComfyUI's model management, progress bar and folders)."""
+    return load_extension("custom_nodes_ComfyUI_BokehDepth_in_comfyui")
 
 
 @pytest.fixture(scope="session")

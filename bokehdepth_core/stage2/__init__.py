@@ -1,13 +1,11 @@
 """Stage-2: metric depth from an image and its bokeh stack (DSFA-fused ViT depth models).
 
 Public API: ``build_dav2_dsfa``, ``build_unidepthv2_dsfa``, ``load_dsfa_checkpoint``, ``build_from_checkpoint``,
-``read_checkpoint``, ``detect_model``, ``estimate_depth``; ``benchmark`` for
-``python -m bokehdepth_core bench depth [--model dav2|unidepthv2]``.
+``read_checkpoint``, ``detect_model``, ``estimate_depth``.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Callable, Optional
 
 import torch
@@ -19,12 +17,8 @@ from .dsfa import DSFABlock
 from .unidepth import UniDepthV2DSFA, build_unidepthv2_dsfa  # also registers the UniDepthV2 file family
 
 __all__ = ["build_dav2_dsfa", "load_dsfa_checkpoint", "build_from_checkpoint", "read_checkpoint",
-           "detect_model", "register_family", "estimate_depth", "benchmark", "DepthAnythingV2DSFA",
+           "detect_model", "register_family", "estimate_depth", "DepthAnythingV2DSFA",
            "DSFABlock", "CheckpointError", "build_unidepthv2_dsfa", "UniDepthV2DSFA"]
-
-# --model name for `bench depth` -> (module in this package, function)
-BENCHMARKS = {"dav2": ("dav2", "benchmark"), "unidepthv2": ("unidepth", "benchmark")}
-
 
 def estimate_depth(model, image: torch.Tensor, stack=None, k_values=None, input_size: int = 518,
                    device=None, dtype: Optional[torch.dtype] = None,
@@ -40,11 +34,3 @@ def estimate_depth(model, image: torch.Tensor, stack=None, k_values=None, input_
         raise ValueError(f"model must be a Stage-2 depth model (build_from_checkpoint), got {type(model).__name__}")
     return model.estimate(image, stack, k_values, input_size=input_size, device=device, dtype=dtype,
                           callback=callback, **kw)
-
-
-def benchmark(args) -> None:
-    name = (getattr(args, "model", None) or "dav2").lower()
-    if name not in BENCHMARKS:
-        raise ValueError(f"--model must be one of {', '.join(sorted(BENCHMARKS))}, got {name!r}")
-    module, fn = BENCHMARKS[name]
-    getattr(importlib.import_module(f".{module}", __name__), fn)(args)

@@ -19,8 +19,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .checkpoints import register_family
-from .camera import (camera_rays, camera_to_network, check_camera, get_paddings, get_resize_factor,
-                     intrinsics_from_network, pixel_bounds, unpad_resize)
+from ..camera import camera_rays, check_camera
+from .geometry import (camera_to_network, get_paddings, get_resize_factor, intrinsics_from_network, pixel_bounds,
+                       unpad_resize)
 from .dinov2 import DinoV2
 from .dsfa import DSFABlock
 from .inputs import model_inputs, network_stack, normalize_imagenet, place_model
@@ -28,7 +29,7 @@ from .unidepth_decoder import UniDepthDecoder
 
 log = logging.getLogger("BokehDepth")
 
-__all__ = ["UniDepthV2DSFA", "build_unidepthv2_dsfa", "RELEASE_CONFIG", "benchmark", "detect_unidepth",
+__all__ = ["UniDepthV2DSFA", "build_unidepthv2_dsfa", "RELEASE_CONFIG", "detect_unidepth",
            "config_from_state_dict"]
 
 # The authors' config_v2_vitl14_DSFA_inference.json, flattened.
@@ -334,48 +335,6 @@ def build_unidepthv2_dsfa(config: Optional[dict] = None) -> UniDepthV2DSFA:
     overrides keys of :data:`RELEASE_CONFIG` (e.g. a small ViT for tests), or is the authors'
     nested JSON config."""
     return UniDepthV2DSFA(config)
-
-
-# --------------------------------------------------------------------------- benchmark
-
-def benchmark(args) -> None:
-    """ms per forward of the release-size model at 480x640 (network 476x644 -> see output) with
-    N=0 and N=3 stack frames, and peak memory."""
-    import time
-
-    from .dav2 import _peak_rss_mb, _rss_mb
-
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = build_unidepthv2_dsfa().to(device).eval()
-    h, w = (480, 640) if not args.size else (args.size * 3 // 4, args.size)
-    pads, padded, factor, size = model.network_geometry(h, w)
-    x = torch.randn(1, 3, *size, device=device)
-    print(f"unidepthv2 vitl14 input {w}x{h} -> network {size[1]}x{size[0]} "
-          f"({size[0] // 14 * size[1] // 14} tokens per frame)")
-    results = {}
-    for n in (0, 3):
-        stack = torch.randn(1, n, 3, *size, device=device) if n else None
-        k = torch.linspace(10, 30, n, device=device).view(1, n) if n else None
-        with torch.inference_mode():
-            model(x, stack, k)  # warm-up
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            times = []
-            for _ in range(max(1, args.repeat)):
-                t0 = time.perf_counter()
-                model(x, stack, k)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                times.append((time.perf_counter() - t0) * 1000)
-        peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _peak_rss_mb()
-        results[n] = min(times)
-        kind = "GPU alloc" if device.type == "cuda" else "process RSS"
-        print(f"unidepthv2 N={n}: best {min(times):.0f} ms, median {sorted(times)[len(times) // 2]:.0f} ms, "
-              f"peak {kind} {peak:.0f} MiB (RSS now {_rss_mb():.0f})")
-    print(f"ratio N=3/N=0 (best): {results[3] / results[0]:.2f}")
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
 
 
 register_family("unidepthv2", detect_unidepth, _build_for_checkpoint)

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .camera import pinhole_rays
+from ..camera import pinhole_rays
 
 __all__ = ["UniDepthDecoder", "fourier_features", "ray_angles"]
 

@@ -7,7 +7,7 @@ import types
 import pytest
 import torch
 
-from conftest import ROOT
+from support import ROOT
 
 
 class Interrupted(Exception):

@@ -13,29 +13,14 @@ import torch
 import torch.nn.functional as F
 
 from bokehdepth_core import stage2
+from support import DATA, UNIDEPTH_SMALL as SMALL, randomize
 from bokehdepth_core.stage2 import build_unidepthv2_dsfa
-from bokehdepth_core.stage2 import camera as cam
+from bokehdepth_core import camera as cam
+from bokehdepth_core.stage2 import geometry
 from bokehdepth_core.stage2.unidepth import RELEASE_CONFIG
 from bokehdepth_core.stage2.unidepth_decoder import AttentionBlock, fourier_features, ray_angles
 
-ROOT = Path(__file__).resolve().parents[1]
-LAYOUT = json.loads((ROOT / "tests" / "data" / "udv2_dsfa_vitl14_layout.json").read_text())["tensors"]
-
-SMALL = dict(embed_dim=128, depth=4, vit_heads=2, img_size=56, output_idx=[1, 2, 3, 4], hidden_dim=32, out_dim=8,
-             pixels_min=3000, pixels_max=9000)
-
-
-def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random weights with layer-scales large enough that every branch matters."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "gamma" in name:
-                p.copy_(0.3 + 0.3 * torch.rand(p.shape, generator=g))
-            else:
-                p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return model.eval()
-
+LAYOUT = json.loads((DATA / "udv2_dsfa_vitl14_layout.json").read_text())["tensors"]
 
 @pytest.fixture(scope="module")
 def small():
@@ -216,20 +201,20 @@ def test_stack_order_with_its_k_does_not_matter_but_k_does(small):
 # --------------------------------------------------------------------------- geometry
 
 def test_paddings_and_resize_follow_unidepth_rules():
-    assert cam.get_paddings((100, 150), (0.5, 2.5)) == ((0, 0, 0, 0), (100, 150))
-    pads, shape = cam.get_paddings((60, 200), (0.5, 2.5))  # 3.33 wide -> pad height to W / 2.5
+    assert geometry.get_paddings((100, 150), (0.5, 2.5)) == ((0, 0, 0, 0), (100, 150))
+    pads, shape = geometry.get_paddings((60, 200), (0.5, 2.5))  # 3.33 wide -> pad height to W / 2.5
     assert shape == (80, 200) and pads == (0, 0, 10, 10)
-    pads, shape = cam.get_paddings((181, 60), (0.5, 2.5))  # too tall -> pad width to H * 0.5
+    pads, shape = geometry.get_paddings((181, 60), (0.5, 2.5))  # too tall -> pad width to H * 0.5
     assert shape == (181, 90) and pads == (15, 15, 0, 0)
-    f, size = cam.get_resize_factor((480, 640), (200000, 600000), 14)
+    f, size = geometry.get_resize_factor((480, 640), (200000, 600000), 14)
     assert f == 1.0 and size == (490, 644)
-    f, size = cam.get_resize_factor((4000, 6000), (200000, 600000), 14)
+    f, size = geometry.get_resize_factor((4000, 6000), (200000, 600000), 14)
     assert f == pytest.approx(math.sqrt(600000 / 24e6)) and all(s % 14 == 0 for s in size)
-    lo, hi = cam.pixel_bounds(3, 200000, 600000)
+    lo, hi = geometry.pixel_bounds(3, 200000, 600000)
     assert (lo, hi) == (320000, 360000)
     for bad in (-1, 10, 2.5, True):
         with pytest.raises(ValueError, match="resolution_level"):
-            cam.pixel_bounds(bad, 200000, 600000)
+            geometry.pixel_bounds(bad, 200000, 600000)
 
 
 def test_known_pinhole_through_pad_resize_unpad_returns_same_intrinsics():
@@ -237,10 +222,10 @@ def test_known_pinhole_through_pad_resize_unpad_returns_same_intrinsics():
     for pads, factor in (((0, 0, 10, 11), 0.37), ((15, 16, 0, 0), 2.2), ((0, 0, 0, 0), 1.0)):
         k = cam.intrinsics_matrix(torch.rand(3) * 500 + 100, torch.rand(3) * 500 + 100, torch.rand(3) * 300,
                                   torch.rand(3) * 200)
-        net = cam.camera_to_network(k, pads, factor)
+        net = geometry.camera_to_network(k, pads, factor)
         assert float(net[0, 0, 2]) == pytest.approx((float(k[0, 0, 2]) + pads[0]) * factor, rel=1e-6)
         assert float(net[0, 1, 2]) == pytest.approx((float(k[0, 1, 2]) + pads[2]) * factor, rel=1e-6)
-        torch.testing.assert_close(cam.intrinsics_from_network(net, pads, factor), k)
+        torch.testing.assert_close(geometry.intrinsics_from_network(net, pads, factor), k)
 
 
 def test_given_camera_rays_survive_the_round_trip_at_image_resolution(small):
@@ -256,7 +241,7 @@ def test_given_camera_rays_survive_the_round_trip_at_image_resolution(small):
     # the principal point's ray looks straight ahead (pixel centres at +0.5)
     assert out["rays"][0, 16, 59].tolist() == pytest.approx([0.0, 0.0, 1.0], abs=0.02)
     # the predicted camera also comes back in image pixels: same mapping, model's own values
-    net = cam.camera_to_network(out["intrinsics"], out["paddings"], 1.0)
+    net = geometry.camera_to_network(out["intrinsics"], out["paddings"], 1.0)
     assert float(net[0, 1, 2]) == pytest.approx(float(out["intrinsics"][0, 1, 2]) + 7, rel=1e-6)
 
 

@@ -199,11 +199,3 @@ def test_kernel_spectrum_matches_direct_convolution():
     via_fft = torch.fft.irfft2(torch.fft.rfft2(x, s=(ph, pw)) * render.kernel_spectrum(k, ph, pw), s=(ph, pw))
     assert torch.allclose(via_fft[..., :20, :17], direct, atol=1e-5)
     assert torch.allclose(render.fft_blur(x, k), direct, atol=1e-5)
-
-
-def test_bench_render_command(capsys):
-    from bokehdepth_core import cli
-
-    assert cli.main(["bench", "render", "--size", "96", "--repeat", "1"]) == 0
-    out = capsys.readouterr().out
-    assert out.count("render 96x96, radii up to 30 px") == 2 and "s wall" in out

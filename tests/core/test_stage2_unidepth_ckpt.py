@@ -11,9 +11,9 @@ from safetensors.torch import save_file
 
 from bokehdepth_core import stage2
 from bokehdepth_core.stage2 import CheckpointError, build_unidepthv2_dsfa
-from bokehdepth_core.stage2 import camera as cam
+from bokehdepth_core import camera as cam
 
-from test_stage2_unidepth import SMALL, randomize
+from support import UNIDEPTH_SMALL as SMALL, randomize
 
 
 @pytest.fixture(scope="module")

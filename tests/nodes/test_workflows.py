@@ -4,25 +4,11 @@ import json
 
 import pytest
 
-from conftest import ROOT, load_extension
+from support import ROOT, load_extension, widget_inputs
 
 EXT = load_extension()
 NODES = EXT.NODE_CLASS_MAPPINGS
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 FILES = sorted((ROOT / "workflows").glob("*.json"))
-
-
-def widget_inputs(cls):
-    spec = cls.INPUT_TYPES()
-    out = []
-    for section in ("required", "optional"):
-        for name, decl in spec.get(section, {}).items():
-            typ, opts = decl[0], (decl[1] if len(decl) > 1 else {})
-            if opts.get("forceInput"):
-                continue
-            if isinstance(typ, list) or typ in WIDGET_TYPES:
-                out.append((name, typ, opts))
-    return out
 
 
 def test_there_are_workflows():

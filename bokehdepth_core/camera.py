@@ -1,28 +1,17 @@
-"""Pinhole camera handling and the UniDepthV2 input geometry (pad to an aspect range, resize to
-a pixel budget, map intrinsics and outputs back).
+"""Pinhole cameras: intrinsics from lens values or EXIF, the authors' guessed camera, rays, field
+of view. Shared by Stage-2 (UniDepthV2), point clouds and the camera nodes.
 
-Follows UniDepthV2's ``infer`` so that the released weights see what they were evaluated with,
-including two of its conventions: pixel centres at ``(u + 0.5, v + 0.5)``, and intrinsics scaled
-by the nominal resize factor (not the per-axis one after rounding to multiples of 14).
-Intrinsics are ``[B,3,3]`` in pixels: ``[[fx, s, cx], [0, fy, cy], [0, 0, 1]]``.
+Intrinsics are ``[B,3,3]`` in pixels: ``[[fx, s, cx], [0, fy, cy], [0, 0, 1]]``; pixel centres sit at
+``(u + 0.5, v + 0.5)`` (UniDepthV2's convention).
 """
 
 from __future__ import annotations
 
-import math
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
-from ..optics import FULL_FRAME_WIDTH_MM, _positive
-
-__all__ = [
-    "AUTHORS_GUESS", "check_camera", "default_camera", "focal_px", "intrinsics_from_lens", "intrinsics_from_exif",
-    "intrinsics_matrix", "get_paddings",
-    "get_resize_factor", "pixel_bounds", "camera_to_network", "intrinsics_from_network",
-    "camera_rays", "pinhole_rays", "pixel_grid",
-]
+from .optics import FULL_FRAME_WIDTH_MM, _positive
 
 AUTHORS_GUESS = "authors_guess"  # fx = fy = 0.7 W, principal point at the centre (their pipeline)
 
@@ -113,68 +102,6 @@ def check_camera(camera, batch: int, width: Optional[int] = None,
     return k
 
 
-# --------------------------------------------------------------------------- input geometry
-
-def get_paddings(shape: Sequence[int], ratio_bounds: Sequence[float]):
-    """Padding ``(left, right, top, bottom)`` and padded ``(H, W)`` that bring ``W/H`` into the
-    aspect range (UniDepthV2's rule: pad the short dimension, split evenly, floor on the left/top)."""
-    h, w = int(shape[0]), int(shape[1])
-    aspect = w / h
-    lo, hi = ratio_bounds
-    target = min(hi, max(lo, aspect))
-    if aspect > target:  # too wide: pad height
-        h_new = int(w / target)
-        top = (h_new - h) // 2
-        return (0, 0, top, h_new - h - top), (h_new, w)
-    w_new = int(h * target)
-    left = (w_new - w) // 2
-    return (left, w_new - w - left, 0, 0), (h, w_new)
-
-
-def pixel_bounds(resolution_level: Optional[int], pixels_min: float, pixels_max: float) -> tuple[float, float]:
-    """Pixel-count bounds; ``resolution_level`` 0..9 picks one tenth of the range (9 = finest)."""
-    if resolution_level is None:
-        return float(pixels_min), float(pixels_max)
-    if isinstance(resolution_level, bool) or not isinstance(resolution_level, (int,)) or not 0 <= resolution_level < 10:
-        raise ValueError("resolution_level must be an integer 0..9 (or None for the full range), "
-                         f"got {resolution_level!r}")
-    step = (pixels_max - pixels_min) / 10
-    return resolution_level * step + pixels_min, (resolution_level + 1) * step + pixels_min
-
-
-def get_resize_factor(shape: Sequence[int], bounds: Sequence[float], multiple: int = 14):
-    """Nominal resize factor into the pixel bounds and the network size (sides rounded up to ``multiple``)."""
-    h, w = int(shape[0]), int(shape[1])
-    n = h * w
-    target = min(bounds[1], max(bounds[0], n))
-    factor = (target / n) ** 0.5
-    nh = math.ceil(int(h * factor) / multiple) * multiple
-    nw = math.ceil(int(w * factor) / multiple) * multiple
-    return factor, (max(nh, multiple), max(nw, multiple))
-
-
-def camera_to_network(k: torch.Tensor, paddings, factor: float) -> torch.Tensor:
-    """Intrinsics of the padded, resized network input (principal point shifted by the padding,
-    the first two rows scaled by the factor)."""
-    left, _, top, _ = paddings
-    k = k.clone()
-    k[:, 0, 2] += left
-    k[:, 1, 2] += top
-    k[:, :2, :] *= factor
-    return k
-
-
-def intrinsics_from_network(k: torch.Tensor, paddings, factor: float) -> torch.Tensor:
-    """Inverse of :func:`camera_to_network` for fx, fy, cx, cy (UniDepthV2's post-processing)."""
-    left, _, top, _ = paddings
-    k = k.clone()
-    for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)):
-        k[:, i, j] = k[:, i, j] / factor
-    k[:, 0, 2] -= left
-    k[:, 1, 2] -= top
-    return k
-
-
 # --------------------------------------------------------------------------- rays
 
 def pixel_grid(batch: int, height: int, width: int, device=None) -> torch.Tensor:
@@ -206,11 +133,7 @@ def pinhole_rays(fx, fy, cx, cy, height: int, width: int) -> torch.Tensor:
     return rays / rays.norm(dim=1, keepdim=True).clamp(min=1e-5)
 
 
-def unpad_resize(t: torch.Tensor, padded_shape, paddings, mode: str = "bilinear") -> torch.Tensor:
-    """``[B,C,h,w]`` network output -> padded size (bilinear, align_corners=False) -> padding removed."""
-    t = F.interpolate(t, size=tuple(padded_shape), mode=mode, align_corners=False)
-    left, right, top, bottom = paddings
-    return t[..., top:padded_shape[0] - bottom, left:padded_shape[1] - right]
-
-
-__all__.append("unpad_resize")
+def field_of_view_deg(intrinsics: torch.Tensor, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Horizontal and vertical field of view ``[B]`` in degrees of ``[B,3,3]`` intrinsics."""
+    k = intrinsics.float()
+    return (2 * torch.atan(width / (2 * k[:, 0, 0]))).rad2deg(), (2 * torch.atan(height / (2 * k[:, 1, 1]))).rad2deg()

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import load_extension
+from support import ROOT, load_extension, widget_inputs
 
 EXT = load_extension()
 N = EXT.NODE_CLASS_MAPPINGS
@@ -78,8 +78,6 @@ def test_bad_inputs(scene):
 
 def _run_workflow(path, overrides=None):
     """Execute a UI-format graph with our node classes (preview nodes are skipped)."""
-    from test_workflows import widget_inputs
-
     wf = json.loads(path.read_text())
     by_id = {n["id"]: n for n in wf["nodes"]}
     links = {lid: (src, slot) for lid, src, slot, _d, _ds, _t in wf["links"]}
@@ -113,7 +111,6 @@ def _run_workflow(path, overrides=None):
 
 
 def test_shipped_workflow_runs_end_to_end():
-    from conftest import ROOT
 
     out = _run_workflow(ROOT / "workflows" / "physics_synthetic_depth_from_bokeh.json",
                         {"BokehDepthSyntheticScene": {"size": 96}})

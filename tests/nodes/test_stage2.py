@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import load_extension
+from support import load_extension
 
 EXT = load_extension()
 N = EXT.NODE_CLASS_MAPPINGS

@@ -13,10 +13,11 @@ import torch
 
 from bokehdepth_core import stage1
 from bokehdepth_core.optics import normalize_k
+from support import DATA
 from bokehdepth_core.stage1 import BokehAdapter, sample_bokeh_stack
 from bokehdepth_core.testing import tiny_image, tiny_kontext_pipeline, tiny_transformer
 
-LAYOUT = Path(__file__).resolve().parent / "data" / "bokeh_lora_layout.json"  # the release file's keys/shapes
+LAYOUT = DATA / "bokeh_lora_layout.json"  # the release file's keys/shapes
 
 
 def _randomize(adapter: BokehAdapter, seed: int = 0, std: float = 0.2):
@@ -381,15 +382,6 @@ def test_single_file_transformer_goes_through_local_config(tmp_path, pipe_and_ad
     save_file({"double_blocks.0.img_attn.qkv.weight": torch.zeros(3, 2)}, str(bogus))
     with pytest.raises(ValueError, match="transformer_file.*not a FLUX.1 transformer"):
         stage1.load_kontext_pipeline(str(folder), dtype=torch.float32, device="cpu", transformer_file=str(bogus))
-
-
-@pytest.mark.slow
-def test_benchmark_reports(capsys):
-    import argparse
-
-    report = stage1.benchmark(argparse.Namespace(device="cpu", size=32, repeat=1, steps=2))
-    assert report["frames"] == 4 and report["steps"] == 2 and 0 < report["sec_per_step"] < report["sec_per_stack"]
-    assert "sec_per_step:" in capsys.readouterr().out
 
 
 def test_adapter_dtype_own_or_transformer(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import ROOT
+from support import DATA, ROOT
 from bokehdepth_core import stage2
 from bokehdepth_core.stage2 import (CheckpointError, build_dav2_dsfa, build_from_checkpoint, detect_model,
                                     estimate_depth, load_dsfa_checkpoint, read_checkpoint)
@@ -18,7 +18,7 @@ from bokehdepth_core.stage2.dsfa import DSFABlock
 from bokehdepth_core.stage2.inputs import lower_bound_size
 from bokehdepth_core.types import BokehStack
 
-LAYOUTS = json.loads((ROOT / "tests" / "data" / "dav2_dsfa_layouts.json").read_text())["layouts"]
+LAYOUTS = json.loads((DATA / "dav2_dsfa_layouts.json").read_text())["layouts"]
 
 
 def _randomise(model, seed=0, qkv_gain=6.0):
@@ -384,18 +384,6 @@ def test_estimate_depth_bad_input(vits, caplog):
         estimate_depth(vits, img, torch.rand(1, 2, 28, 42, 3), [1.0, float("nan")], input_size=28)
     with pytest.raises(ValueError, match="Stage-2 depth model"):
         estimate_depth(torch.nn.Linear(2, 2), img)
-
-
-def test_bench_depth_runs(capsys):
-    class Args:
-        model, size, device, repeat = "dav2", 28, "cpu", 1
-
-    stage2.benchmark(Args())
-    out = capsys.readouterr().out
-    assert "N=0" in out and "N=3" in out and "ratio N=3/N=0" in out
-    Args.model = "nope"
-    with pytest.raises(ValueError, match="--model"):
-        stage2.benchmark(Args())
 
 
 def test_position_embedding_resize_as_dav2():

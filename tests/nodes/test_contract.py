@@ -4,7 +4,7 @@ import inspect
 
 import pytest
 
-from conftest import load_extension
+from support import load_extension
 
 EXT = load_extension()
 NODES = sorted(EXT.NODE_CLASS_MAPPINGS.items())

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bokehdepth_core.testing import tiny_image, tiny_kontext_pipeline, tiny_transformer
-from conftest import load_extension
+from support import load_extension
 
 EXT = load_extension()
 NODES = EXT.NODE_CLASS_MAPPINGS

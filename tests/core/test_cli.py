@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT
+from support import ROOT
 
 
 def run(*args):
@@ -44,7 +44,7 @@ def test_import_is_cheap():
 
 def test_extension_import_leaves_diffusers_unloaded():
     """ComfyUI start-up imports every node family: the heavy libraries load only when a node runs."""
-    code = ("import sys; sys.path.insert(0, 'tests'); from conftest import load_extension; load_extension(); "
+    code = ("import sys; sys.path.insert(0, 'tests'); from support import load_extension; load_extension(); "
             "print([m for m in ('diffusers', 'transformers', 'peft') if m in sys.modules])")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.stdout.strip() == "[]", r.stdout + r.stderr

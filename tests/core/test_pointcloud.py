@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bokehdepth_core import pointcloud
-from bokehdepth_core.stage2 import camera as cam
+from bokehdepth_core import camera as cam
 
 
 def test_depth_to_points_matches_pinhole_equations():

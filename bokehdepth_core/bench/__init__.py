@@ -1,0 +1,48 @@
+"""Benchmarks: ``python -m bokehdepth_core bench {render,depth,stack}``.
+
+Every benchmark lives here and imports the engine it times; no engine imports this package.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+# target -> module of this package whose ``run(args)`` times it
+TARGETS = {"render": "render", "depth": "depth", "stack": "stack"}
+
+
+def run(target: str, args):
+    if target not in TARGETS:
+        raise ValueError(f"bench target must be one of {', '.join(sorted(TARGETS))}, got {target!r}")
+    return importlib.import_module(f".{TARGETS[target]}", __name__).run(args)
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now (MiB); NaN where /proc is missing."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def peak_memory_mb(device: torch.device) -> tuple[str, float]:
+    """(what was measured, MiB): the CUDA allocator's peak on a GPU, else the process's peak RSS."""
+    if device.type == "cuda":
+        return "cuda_max_allocated", torch.cuda.max_memory_allocated(device) / 2 ** 20
+    try:
+        import resource
+
+        return "process_max_rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    except ImportError:  # pragma: no cover - non-POSIX
+        return "process_max_rss", float("nan")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
