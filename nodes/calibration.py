@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-
-from ..bokehdepth_core import optics
+from ..bokehdepth_core import exif, optics
 from . import comfy_seam as seam
 from .common import K_LIST, category
 
@@ -87,19 +84,13 @@ class BokehKFromExif:
         return seam.validate_input_file(image, "image file")
 
     def calibrate(self, image, f_number, focal_length_mm, focal_length_35mm, focus_distance_m, sensor_width_mm):
-        from PIL import Image, ImageOps
-
-        path = seam.input_path(image)
-        info = optics.read_lens_exif(path)
+        info, pixels = exif.read_photo(seam.input_path(image))
         given = lambda v: float(v) if v and v > 0 else None  # noqa: E731 - 0 means "use EXIF"
-        cal = optics.calibrate_from_exif(info, f_number=given(f_number), focal_mm=given(focal_length_mm),
-                                         focal_35mm=given(focal_length_35mm), focus_m=given(focus_distance_m),
-                                         sensor_width_mm=given(sensor_width_mm))
-        with Image.open(path) as img:
-            rgb = ImageOps.exif_transpose(img).convert("RGB")
-        pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)[None]
+        cal = exif.calibrate_from_exif(info, f_number=given(f_number), focal_mm=given(focal_length_mm),
+                                       focal_35mm=given(focal_length_35mm), focus_m=given(focus_distance_m),
+                                       sensor_width_mm=given(sensor_width_mm))
         est = "; ".join(f"{k}: {v}" for k, v in cal.estimated.items()) or "all values read from EXIF"
-        return (cal.k, cal.k_512, cal.k_crop, cal.summary(), est, pixels)
+        return (cal.k, cal.k_512, cal.k_crop, cal.summary(), est, pixels.to(seam.intermediate_device()))
 
 
 class BokehKList:
@@ -122,9 +113,7 @@ class BokehKList:
         }}
 
     def make(self, mode, k_list, k_min, k_max, k_step):
-        if mode not in ("list", "range"):
-            raise ValueError(f"mode must be 'list' or 'range', got {mode!r}")
-        values = optics.parse_k_list(k_list) if mode == "list" else optics.k_range(k_min, k_max, k_step)
+        values = optics.k_list(mode, k_list, k_min, k_max, k_step)
         return (values, ", ".join(f"{v:g}" for v in values))
 
 

@@ -13,3 +13,15 @@ BOKEH_ADAPTER = "BOKEH_ADAPTER"  # bokehdepth_core.stage1.BokehAdapter
 
 def category(sub: str = "") -> str:
     return f"{CATEGORY}/{sub}" if sub else CATEGORY
+
+
+def expect(value, kind: type, name: str, socket: str, hint: str = ""):
+    """The value of an input socket, or a clear error when something else is connected to it."""
+    if not isinstance(value, kind):
+        raise ValueError(f"{name} must be a {socket}{hint}, got {type(value).__name__}")
+    return value
+
+
+def image_major(frames):
+    """Stack frames ``[B,N,H,W,3]`` as one IMAGE batch ``[B*N,H,W,3]``: image 0's frames first."""
+    return frames.reshape(-1, *frames.shape[2:])

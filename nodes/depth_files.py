@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 from ..bokehdepth_core import depth_io
+from ..bokehdepth_core.images import save_rgb
 from ..bokehdepth_core.types import DepthMap
 from . import comfy_seam as seam
-from .common import DEPTH, category
-
-DEPTH_FILE_EXTENSIONS = (".npy", ".npz", ".png", ".tif", ".tiff", ".jpg", ".jpeg", ".webp", ".bmp")
+from .common import DEPTH, category, expect
 
 
 def _range_inputs():
@@ -34,9 +31,8 @@ def _preview(dm: DepthMap, cmap="Spectral", inverse=True, ranges=None):
     return img.to(seam.intermediate_device())
 
 
-def _check_depth(depth, name="depth"):
-    if not isinstance(depth, DepthMap):
-        raise ValueError(f"{name} must be a METRIC_DEPTH (connect a depth node's depth output), got {type(depth).__name__}")
+def _depth(depth) -> DepthMap:
+    return expect(depth, DepthMap, "depth", DEPTH, " (connect a depth node's depth output)")
 
 
 class DepthPreview:
@@ -58,10 +54,9 @@ class DepthPreview:
         return {"required": req}
 
     def preview(self, depth, colormap, range_mode, near_m, far_m, inverse_depth):
-        _check_depth(depth)
         if range_mode == "fixed" and not near_m < far_m:
             raise ValueError(f"near_m ({near_m}) must be smaller than far_m ({far_m}) for the 'fixed' range")
-        ranges = depth_io.depth_range(depth.depth, range_mode, near_m, far_m)
+        ranges = depth_io.depth_range(_depth(depth).depth, range_mode, near_m, far_m)
         img = _preview(depth, colormap, bool(inverse_depth), ranges)
         text = "; ".join(f"#{i}: {lo:.4g}..{hi:.4g} m" for i, (lo, hi) in enumerate(ranges))
         return (img, text)
@@ -94,35 +89,22 @@ class SaveDepth:
         }}
 
     def save(self, depth, filename_prefix, format, png_encoding, sidecar, preview):  # noqa: A002 - widget name
-        _check_depth(depth)
         ext = depth_io.extension_for(format)
-        b, h, w = depth.depth.shape
+        b, h, w = _depth(depth).depth.shape
         folder, base, counter, subfolder = seam.save_path(filename_prefix, w, h)
         colour = _preview(depth) if preview else None
         images, files = [], []
         for i in range(b):
             seam.check_interrupt()
-            stem = f"{base}_{counter + i:05}_"
-            files += depth_io.save_depth(os.path.join(folder, stem + ext), depth, format, index=i,
-                                         encoding=png_encoding, sidecar=bool(sidecar),
-                                         source=str(depth.meta.get("source", "")))
+            stem = os.path.join(folder, f"{base}_{counter + i:05}_")
+            files += depth_io.save_depth(stem + ext, depth, format, index=i, encoding=png_encoding,
+                                         sidecar=bool(sidecar), source=str(depth.meta.get("source", "")))
             if colour is not None:
-                from PIL import Image
-
-                name = stem + "preview.png"
-                rgb = (colour[i].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-                Image.fromarray(rgb).save(os.path.join(folder, name))
-                images.append({"filename": name, "subfolder": subfolder, "type": "output"})
+                save_rgb(stem + "preview.png", colour[i])
+                images.append({"filename": os.path.basename(stem) + "preview.png", "subfolder": subfolder,
+                               "type": "output"})
         seam.log.info("BokehDepth: saved %d depth file(s): %s", b, ", ".join(os.path.basename(f) for f in files))
         return {"ui": {"images": images}}
-
-
-def _depth_files() -> list[str]:
-    root = seam.input_directory()
-    if not os.path.isdir(root):
-        return []
-    return sorted(f for f in os.listdir(root)
-                  if os.path.isfile(os.path.join(root, f)) and f.lower().endswith(DEPTH_FILE_EXTENSIONS))
 
 
 def _mapping_inputs(modes, default_mode):
@@ -158,7 +140,7 @@ class LoadDepth:
 
     @classmethod
     def INPUT_TYPES(cls):
-        req = {"depth_file": (_depth_files(), {"image_upload": True,
+        req = {"depth_file": (seam.list_input_files(depth_io.READ_EXTENSIONS), {"image_upload": True,
                               "tooltip": "A depth file in ComfyUI's input folder (.npy, .npz, .png, .tif; "
                                          "upload images here, copy .npy/.npz files into the folder)."})}
         req.update(_mapping_inputs(depth_io.LOAD_MODES, "auto"))
