@@ -52,12 +52,17 @@ def per_item_rows(name: str, values, batch: int, device=None, *, positive: bool 
 
 
 def _signed(name: str, t: torch.Tensor, positive: bool, allow_negative: bool) -> torch.Tensor:
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} must be finite, got {t.tolist()}")
-    if positive and bool((t <= 0).any()):
-        raise ValueError(f"{name} must be > 0, got {t.tolist()}")
-    if not allow_negative and bool((t < 0).any()):
-        raise ValueError(f"{name} must be >= 0, got {t.tolist()}")
+    """``t`` when all its values are finite (and > 0 or >= 0 as asked); the error lists a few values,
+    or counts the offending pixels of a map."""
+    rules = [("finite (no NaN or inf)", ~torch.isfinite(t))]
+    if positive:
+        rules.append(("> 0", t <= 0))
+    if not allow_negative:
+        rules.append(("non-negative (>= 0)", t < 0))
+    for rule, bad in rules:
+        if bool(bad.any()):
+            got = f"got {t.tolist()}" if t.numel() <= 16 else f"{int(bad.sum())} of {t.numel()} values are not"
+            raise ValueError(f"{name} must be {rule}, {got}")
     return t
 
 
@@ -148,13 +153,7 @@ def map_like(values, like: torch.Tensor, name: str, *, resize: bool = False, pos
     b, h, w = like.shape[:3]
     if m.shape[0] not in (1, b):
         raise ValueError(f"{name} batch {m.shape[0]} does not match image batch {b}: give one {name} or one per image")
-    if not bool(torch.isfinite(m).all()):
-        raise ValueError(f"{name} contains NaN or inf values: fill holes in the depth map first")
-    if positive and bool((m <= 0).any()):
-        raise ValueError(f"{name} must be > 0 everywhere (found {int((m <= 0).sum())} pixels <= 0)")
-    if not allow_negative and bool((m < 0).any()):
-        raise ValueError(f"{name} has negative values: it must be >= 0")
-    m = m.to(like.device)
+    m = _signed(name, m, positive, allow_negative).to(like.device)
     if tuple(m.shape[1:]) != (h, w):
         if not resize:
             raise ValueError(f"{name} is {tuple(m.shape[1:])} (H,W) but the image is {(h, w)}: "

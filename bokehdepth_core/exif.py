@@ -66,6 +66,11 @@ class LensInfo:
 
 
 _UNIT_MM = {2: 25.4, 3: 10.0, 4: 1.0, 5: 0.001}  # FocalPlaneResolutionUnit: inch, cm, mm, um
+T = ExifTags.Base
+# (tag, LensInfo field, exclusive upper bound of a plausible value); 0 means "unknown" in EXIF and a
+# subject distance of 0xFFFFFFFF means infinity, so both count as missing.
+_LENS_TAGS = ((T.FNumber, "f_number", 1e3), (T.FocalLength, "focal_mm", 1e5),
+              (T.FocalLengthIn35mmFilm, "focal_35mm", 1e5), (T.SubjectDistance, "focus_m", 1e6))
 
 
 def _ratio(v: Any) -> Optional[float]:
@@ -105,7 +110,6 @@ def read_lens_exif(source: Union[PathLike, Image.Image]) -> LensInfo:
     exif = img.getexif()
     sub = exif.get_ifd(ExifTags.IFD.Exif) if exif else {}
     tags = {**dict(exif), **dict(sub)}
-    T = ExifTags.Base
     orientation = tags.get(T.Orientation, 1)
     width, height = img.size
     if orientation in (5, 6, 7, 8):  # the pixels are shown rotated by 90 degrees
@@ -118,27 +122,16 @@ def read_lens_exif(source: Union[PathLike, Image.Image]) -> LensInfo:
         info.camera_model = model if model.lower().startswith(first) else f"{make} {model}"
         info.read.append("camera_model")
 
-    fn = _ratio(tags.get(T.FNumber))
-    if fn and fn > 0:
-        info.f_number = fn
-        info.read.append("f_number")
-    else:
+    for tag, name, upper in _LENS_TAGS:
+        v = _ratio(tags.get(tag))
+        if v and 0 < v < upper:
+            setattr(info, name, v)
+            info.read.append(name)
+    if info.f_number is None:
         av = _ratio(tags.get(T.ApertureValue))
         if av is not None:
             info.f_number = 2.0 ** (av / 2.0)
             info.estimated["f_number"] = "from ApertureValue (APEX)"
-    fl = _ratio(tags.get(T.FocalLength))
-    if fl and fl > 0:
-        info.focal_mm = fl
-        info.read.append("focal_mm")
-    f35 = _ratio(tags.get(T.FocalLengthIn35mmFilm))
-    if f35 and f35 > 0:
-        info.focal_35mm = f35
-        info.read.append("focal_35mm")
-    sd = _ratio(tags.get(T.SubjectDistance))
-    if sd and 0 < sd < 1e6:  # 0 means unknown, 0xFFFFFFFF/1 infinity
-        info.focus_m = sd
-        info.read.append("focus_m")
 
     fpx = _ratio(tags.get(T.FocalPlaneXResolution))
     unit = tags.get(T.FocalPlaneResolutionUnit)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..bokehdepth_core import exif, optics
 from . import comfy_seam as seam
-from .common import K_LIST, category
+from .common import K_LIST, category, image_size, image_size_inputs
 
 _K_OUT = ("FLOAT", "FLOAT", "FLOAT", "STRING")
 _K_NAMES = ("K", "K_512", "K_crop", "summary")
@@ -42,15 +42,12 @@ class BokehKFromLens:
 
     @classmethod
     def INPUT_TYPES(cls):
-        req = _lens_inputs(optional_zero=False)
-        req["width"] = ("INT", {"default": 1024, "min": 1, "max": 16384, "tooltip": "Image width in pixels (ignored when an image is connected)."})
-        req["height"] = ("INT", {"default": 1024, "min": 1, "max": 16384, "tooltip": "Image height in pixels (ignored when an image is connected)."})
+        req = {**_lens_inputs(optional_zero=False), **image_size_inputs()}
         return {"required": req,
                 "optional": {"image": ("IMAGE", {"tooltip": "Take width and height from this image."})}}
 
     def calibrate(self, f_number, focal_length_mm, focal_length_35mm, focus_distance_m, width, height, image=None):
-        if image is not None:
-            height, width = int(image.shape[1]), int(image.shape[2])
+        _, width, height = image_size(image, width, height)
         cal = optics.calibrate(f_number, focal_length_mm, focal_length_35mm, focus_distance_m, width, height)
         return (cal.k, cal.k_512, cal.k_crop, cal.summary())
 

@@ -25,3 +25,20 @@ def expect(value, kind: type, name: str, socket: str, hint: str = ""):
 def image_major(frames):
     """Stack frames ``[B,N,H,W,3]`` as one IMAGE batch ``[B*N,H,W,3]``: image 0's frames first."""
     return frames.reshape(-1, *frames.shape[2:])
+
+
+def image_size_inputs() -> dict:
+    """Width and height widgets, overridden by a connected image (see :func:`image_size`)."""
+    return {
+        "width": ("INT", {"default": 1024, "min": 1, "max": 16384,
+                          "tooltip": "Image width in pixels (ignored when an image is connected)."}),
+        "height": ("INT", {"default": 1024, "min": 1, "max": 16384,
+                           "tooltip": "Image height in pixels (ignored when an image is connected)."}),
+    }
+
+
+def image_size(image, width: int, height: int) -> tuple[int, int, int]:
+    """(batch, width, height): the connected image's, else 1 and the widgets'."""
+    if image is None:
+        return 1, int(width), int(height)
+    return int(image.shape[0]), int(image.shape[2]), int(image.shape[1])

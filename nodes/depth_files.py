@@ -11,15 +11,18 @@ from . import comfy_seam as seam
 from .common import DEPTH, category, expect
 
 
+def _near_far_inputs(near_tip: str, far_tip: str):
+    return {"near_m": ("FLOAT", {"default": 0.5, "min": 0.001, "max": 100000.0, "step": 0.01, "tooltip": near_tip}),
+            "far_m": ("FLOAT", {"default": 20.0, "min": 0.002, "max": 100000.0, "step": 0.1, "tooltip": far_tip})}
+
+
 def _range_inputs():
     return {
         "range_mode": (list(depth_io.RANGE_MODES), {"default": "percentile",
                        "tooltip": "Colour range per image: 2nd..98th percentile of valid depth (robust), min..max, "
                                   "or the fixed near/far below (comparable across images)."}),
-        "near_m": ("FLOAT", {"default": 0.5, "min": 0.001, "max": 100000.0, "step": 0.01,
-                             "tooltip": "Nearest depth in metres for the 'fixed' range (gets the warm/bright end)."}),
-        "far_m": ("FLOAT", {"default": 20.0, "min": 0.002, "max": 100000.0, "step": 0.1,
-                            "tooltip": "Farthest depth in metres for the 'fixed' range (gets the cool/dark end)."}),
+        **_near_far_inputs("Nearest depth in metres for the 'fixed' range (gets the warm/bright end).",
+                           "Farthest depth in metres for the 'fixed' range (gets the cool/dark end)."),
         "inverse_depth": ("BOOLEAN", {"default": True,
                                       "tooltip": "Spread colours evenly in 1/depth (more detail up close, as depth "
                                                  "models are usually shown); off = evenly in metres."}),
@@ -117,10 +120,8 @@ def _mapping_inputs(modes, default_mode):
         "scale": ("FLOAT", {"default": 1.0, "min": 0.000001, "max": 100000.0, "step": 0.001,
                             "tooltip": "metric mode: metres per stored unit (0.001 for millimetre PNGs, 0.00390625 = "
                                        "1/256 for KITTI, 1 for float metres)."}),
-        "near_m": ("FLOAT", {"default": 0.5, "min": 0.001, "max": 100000.0, "step": 0.01,
-                             "tooltip": "disparity/depth modes: metres that the nearest value means."}),
-        "far_m": ("FLOAT", {"default": 20.0, "min": 0.002, "max": 100000.0, "step": 0.1,
-                            "tooltip": "disparity/depth modes: metres that the farthest value means."}),
+        **_near_far_inputs("disparity/depth modes: metres that the nearest value means.",
+                           "disparity/depth modes: metres that the farthest value means."),
     }
 
 

@@ -10,7 +10,7 @@ from ..bokehdepth_core import camera as cam
 from ..bokehdepth_core import pointcloud
 from ..bokehdepth_core.types import DepthMap
 from . import comfy_seam as seam
-from .common import CAMERA, DEPTH, category, expect
+from .common import CAMERA, DEPTH, category, expect, image_size, image_size_inputs
 
 MODES = {
     "35mm-equivalent focal length": "f35",
@@ -39,10 +39,7 @@ class CameraIntrinsics:
             "required": {
                 "mode": (list(MODES), {"default": "35mm-equivalent focal length",
                                        "tooltip": "Where the focal length comes from."}),
-                "width": ("INT", {"default": 1024, "min": 1, "max": 16384,
-                                  "tooltip": "Image width in pixels (ignored when an image is connected)."}),
-                "height": ("INT", {"default": 1024, "min": 1, "max": 16384,
-                                   "tooltip": "Image height in pixels (ignored when an image is connected)."}),
+                **image_size_inputs(),
                 "focal_length_35mm": ("FLOAT", {"default": 35.0, "min": 1.0, "max": 5000.0, "step": 0.1,
                                                 "tooltip": "35 mm-equivalent focal length in mm "
                                                            "(mode '35mm-equivalent')."}),
@@ -76,9 +73,7 @@ class CameraIntrinsics:
              image=None, photo=""):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
-        b = 1
-        if image is not None:
-            b, height, width = int(image.shape[0]), int(image.shape[1]), int(image.shape[2])
+        b, width, height = image_size(image, width, height)
         photo = photo.strip() if photo else ""
         k, source = cam.intrinsics_for(MODES[mode], width, height, b, focal_35mm=focal_length_35mm,
                                        focal_mm=focal_length_mm, sensor_width_mm=sensor_width_mm, fx=fx, fy=fy,

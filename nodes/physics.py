@@ -23,6 +23,14 @@ def _focus_inputs():
     }
 
 
+def _scene_inputs(image_tip: str = "All-in-focus image(s).", depth_tip: str = "Metric depth in metres."):
+    return {"image": ("IMAGE", {"tooltip": image_tip}), "depth": (DEPTH, {"tooltip": depth_tip})}
+
+
+def _k_input(tip: str):
+    return ("FLOAT", {"default": 20.0, "min": 0.01, "max": 1000.0, "step": 0.5, "tooltip": tip})
+
+
 def _look_inputs():
     return {
         "gamma": ("FLOAT", {"default": 2.2, "min": 1.0, "max": 3.0, "step": 0.1,
@@ -59,12 +67,8 @@ class BokehRenderFromDepth:
 
     @classmethod
     def INPUT_TYPES(cls):
-        req = {
-            "image": ("IMAGE", {"tooltip": "All-in-focus image(s)."}),
-            "depth": (DEPTH, {"tooltip": "Metric depth in metres (resized to the image if needed)."}),
-            "K": ("FLOAT", {"default": 20.0, "min": 0.01, "max": 1000.0, "step": 0.5,
-                            "tooltip": "Bokeh strength K (px*m) at this image's width, e.g. from Bokeh K from Lens."}),
-        }
+        req = _scene_inputs(depth_tip="Metric depth in metres (resized to the image if needed).")
+        req["K"] = _k_input("Bokeh strength K (px*m) at this image's width, e.g. from Bokeh K from Lens.")
         req.update(_focus_inputs())
         req.update(_look_inputs())
         req["use_confidence"] = ("BOOLEAN", {"default": True, "tooltip":
@@ -92,11 +96,8 @@ class BokehStackFromDepth:
 
     @classmethod
     def INPUT_TYPES(cls):
-        req = {
-            "image": ("IMAGE", {"tooltip": "All-in-focus image(s); they become the stack's reference."}),
-            "depth": (DEPTH, {"tooltip": "Metric depth in metres."}),
-            "k_list": (K_LIST, {"tooltip": "K values, one frame each (from Bokeh K List or Synthetic Bokeh Scene)."}),
-        }
+        req = _scene_inputs("All-in-focus image(s); they become the stack's reference.")
+        req["k_list"] = (K_LIST, {"tooltip": "K values, one frame each (from Bokeh K List or Synthetic Bokeh Scene)."})
         req.update(_focus_inputs())
         req.update(_look_inputs())
         return {"required": req}
@@ -121,9 +122,8 @@ class FocusStackFromDepth:
     @classmethod
     def INPUT_TYPES(cls):
         req = {
-            "image": ("IMAGE", {"tooltip": "All-in-focus image(s)."}),
-            "depth": (DEPTH, {"tooltip": "Metric depth in metres."}),
-            "K": ("FLOAT", {"default": 20.0, "min": 0.01, "max": 1000.0, "step": 0.5, "tooltip": "Bokeh strength K (px*m), fixed aperture."}),
+            **_scene_inputs(),
+            "K": _k_input("Bokeh strength K (px*m), fixed aperture."),
             "frames": ("INT", {"default": 5, "min": 2, "max": 64, "tooltip": "Number of focus positions."}),
             "margin": ("FLOAT", {"default": 0.05, "min": 0.0, "max": 0.45, "step": 0.01,
                                  "tooltip": "Fraction of the disparity range left out at each end of the sweep."}),

@@ -26,7 +26,7 @@ def header(path: str, storage: str, depth: np.ndarray, confidence, intrinsics, s
 
 
 def embedded(raw: Optional[str]) -> Optional[dict]:
-    """A header read back from a file's text metadata, or None when it is not ours."""
+    """A header read back from JSON text (a file's text metadata or a sidecar), or None when it is not ours."""
     if not raw:
         return None
     try:
@@ -83,10 +83,9 @@ def read_sidecar(path: str) -> Optional[dict]:
         return None
     try:
         with open(side, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
+            return embedded(fh.read())
+    except (OSError, UnicodeDecodeError):
         return None
-    return data if isinstance(data, dict) and data.get("format") == FORMAT_ID else None
 
 
 def summary(side: dict) -> dict:

@@ -86,7 +86,7 @@ def test_map_like():
     assert resized.shape == (2, 8, 6) and float(resized[1, 0, 0]) == pytest.approx(0.0)
     for bad, kwargs, match in [(torch.ones(3, 8, 6), {}, "batch 3"), (torch.ones(1, 4, 3), {}, r"\(4, 3\)"),
                                (torch.full((1, 8, 6), math.inf), {}, "NaN or inf"),
-                               (torch.zeros(1, 8, 6), {"positive": True}, "> 0 everywhere"),
+                               (torch.zeros(1, 8, 6), {"positive": True}, "> 0, 48 of 48 values are not"),
                                (-torch.ones(1, 8, 6), {"allow_negative": False}, "negative"),
                                ("x", {}, "must be a depth map")]:
         with pytest.raises(ValueError, match=match):

@@ -10,23 +10,14 @@ from PIL import Image
 
 from bokehdepth_core import depth_io as dio
 from bokehdepth_core.types import DepthMap
-
-
-def _scene(h=24, w=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    d = 0.4 + 30.0 * torch.rand(2, h, w, generator=g) ** 2
-    d[0, 0, 0] = float("nan")
-    d[0, 1, 1] = float("inf")
-    d[0, 2, 2] = 0.0
-    d[1, 3, 3] = -2.0
-    return d
+from support import depth_with_holes
 
 
 # ------------------------------------------------------------------ round trips
 
 @pytest.mark.parametrize("fmt", ["npy", "tiff", "npz"])
 def test_float_formats_round_trip_exactly(tmp_path, fmt):
-    d = _scene()
+    d = depth_with_holes()
     path = str(tmp_path / ("d" + dio.extension_for(fmt)))
     written = dio.save_depth(path, d, fmt, index=0, source="unit-test")
     assert written == [path, str(tmp_path / "d.json")]
@@ -40,7 +31,7 @@ def test_float_formats_round_trip_exactly(tmp_path, fmt):
 
 
 def test_npz_keeps_confidence_and_intrinsics(tmp_path):
-    d = _scene()
+    d = depth_with_holes()
     conf = torch.rand(2, 24, 32)
     k = torch.tensor([[30.0, 0, 16], [0, 30.0, 12], [0, 0, 1]]).expand(2, 3, 3)
     path = str(tmp_path / "d.npz")
@@ -58,7 +49,7 @@ def test_npz_keeps_confidence_and_intrinsics(tmp_path):
 
 @pytest.mark.parametrize("encoding", ["linear", "inverse"])
 def test_png16_round_trip_within_quantum(tmp_path, encoding):
-    d = _scene(64, 48)
+    d = depth_with_holes(64, 48)
     path = str(tmp_path / "d.png")
     dio.save_depth(path, d, "png16", index=0, encoding=encoding, sidecar=False)
     assert not (tmp_path / "d.json").exists()

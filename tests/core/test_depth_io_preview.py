@@ -6,20 +6,11 @@ import torch
 from bokehdepth_core import depth_io as dio
 from bokehdepth_core.depth_io import colormaps
 from bokehdepth_core.types import DepthMap
+from support import depth_with_holes
 
 
 def _lum(rgb):
     return rgb[..., 0] * 0.2126 + rgb[..., 1] * 0.7152 + rgb[..., 2] * 0.0722
-
-
-def _scene(h=24, w=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    d = 0.4 + 30.0 * torch.rand(2, h, w, generator=g) ** 2
-    d[0, 0, 0] = float("nan")
-    d[0, 1, 1] = float("inf")
-    d[0, 2, 2] = 0.0
-    d[1, 3, 3] = -2.0
-    return d
 
 
 # ------------------------------------------------------------------ colormaps
@@ -75,7 +66,7 @@ def test_colorize_shapes_and_orientation():
 
 
 def test_colorize_invalid_pixels_get_invalid_colour_and_do_not_set_range():
-    d = _scene()
+    d = depth_with_holes()
     img = dio.colorize(d, cmap="turbo", mode="minmax", invalid_color=(1.0, 0.0, 1.0))
     for b, y, x in [(0, 0, 0), (0, 1, 1), (0, 2, 2), (1, 3, 3)]:
         assert img[b, y, x].tolist() == [1.0, 0.0, 1.0]
@@ -108,7 +99,7 @@ def test_range_modes():
 
 
 def test_colorize_with_given_ranges_matches_computed_ones():
-    d = _scene()
+    d = depth_with_holes()
     ranges = dio.depth_range(d, "percentile")
     assert torch.equal(dio.colorize(d, ranges=ranges), dio.colorize(d))
     other = dio.colorize(d, ranges=[(1.0, 2.0), (1.0, 2.0)])
