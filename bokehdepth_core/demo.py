@@ -7,7 +7,6 @@ written as PNGs and ``report.json`` (with the lens calibration examples).
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 
@@ -15,6 +14,7 @@ import torch
 
 from . import dfb, metrics, optics, render, synthetic
 from .depth_io import colorize
+from .depth_io.metadata import json_safe
 from .images import save_rgb
 
 # A portrait lens on full frame and a phone main camera, both at a typical subject distance.
@@ -36,16 +36,6 @@ def calibration_report(width: int, height: int) -> list[dict]:
 
 def _depth_png(path: str, depth: torch.Tensor, near: float, far: float) -> None:
     save_rgb(path, colorize(depth, mode="fixed", near=near, far=far)[0])
-
-
-def _finite(obj):
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def physics_demo(out_dir: str, seed: int = 0, size: int = 256) -> dict:
@@ -118,5 +108,5 @@ def run_demo(out_dir: str, seed: int = 0, size: int = 256) -> str:
         print("depth metrics on confident pixels: " + metrics.format_depth_metrics(d["depth_metrics_confident"]))
     path = os.path.join(out_dir, "report.json")
     with open(path, "w") as f:
-        json.dump(_finite(report), f, indent=2)
+        json.dump(json_safe(report), f, indent=2)
     return path

@@ -1,4 +1,6 @@
-"""Socket type names and the category root shared by every node family."""
+"""Socket type names, the category root and input helpers shared by the node families."""
+
+from ..bokehdepth_core.types import DepthMap
 
 CATEGORY = "BokehDepth"
 
@@ -20,6 +22,11 @@ def expect(value, kind: type, name: str, socket: str, hint: str = ""):
     if not isinstance(value, kind):
         raise ValueError(f"{name} must be a {socket}{hint}, got {type(value).__name__}")
     return value
+
+
+def depth_map(value, name: str = "depth"):
+    """The DepthMap on a ``METRIC_DEPTH`` input."""
+    return expect(value, DepthMap, name, DEPTH, " (connect a depth model, Load Depth or Synthetic Bokeh Scene)")
 
 
 def image_major(frames):

@@ -8,7 +8,7 @@ from ..bokehdepth_core import depth_io
 from ..bokehdepth_core.images import save_rgb
 from ..bokehdepth_core.types import DepthMap
 from . import comfy_seam as seam
-from .common import DEPTH, category, expect
+from .common import DEPTH, category, depth_map
 
 
 def _near_far_inputs(near_tip: str, far_tip: str):
@@ -34,10 +34,6 @@ def _preview(dm: DepthMap, cmap="Spectral", inverse=True, ranges=None):
     return img.to(seam.intermediate_device())
 
 
-def _depth(depth) -> DepthMap:
-    return expect(depth, DepthMap, "depth", DEPTH, " (connect a depth node's depth output)")
-
-
 class DepthPreview:
     DESCRIPTION = "Colourise metric depth for viewing: near objects warm/bright, invalid pixels black."
     CATEGORY = category("Depth")
@@ -59,7 +55,7 @@ class DepthPreview:
     def preview(self, depth, colormap, range_mode, near_m, far_m, inverse_depth):
         if range_mode == "fixed" and not near_m < far_m:
             raise ValueError(f"near_m ({near_m}) must be smaller than far_m ({far_m}) for the 'fixed' range")
-        ranges = depth_io.depth_range(_depth(depth).depth, range_mode, near_m, far_m)
+        ranges = depth_io.depth_range(depth_map(depth).depth, range_mode, near_m, far_m)
         img = _preview(depth, colormap, bool(inverse_depth), ranges)
         text = "; ".join(f"#{i}: {lo:.4g}..{hi:.4g} m" for i, (lo, hi) in enumerate(ranges))
         return (img, text)
@@ -93,7 +89,7 @@ class SaveDepth:
 
     def save(self, depth, filename_prefix, format, png_encoding, sidecar, preview):  # noqa: A002 - widget name
         ext = depth_io.extension_for(format)
-        b, h, w = _depth(depth).depth.shape
+        b, h, w = depth_map(depth).depth.shape
         folder, base, counter, subfolder = seam.save_path(filename_prefix, w, h)
         colour = _preview(depth) if preview else None
         images, files = [], []

@@ -8,9 +8,8 @@ import torch
 
 from ..bokehdepth_core import camera as cam
 from ..bokehdepth_core import pointcloud
-from ..bokehdepth_core.types import DepthMap
 from . import comfy_seam as seam
-from .common import CAMERA, DEPTH, category, expect, image_size, image_size_inputs
+from .common import CAMERA, DEPTH, category, depth_map, image_size, image_size_inputs
 
 MODES = {
     "35mm-equivalent focal length": "f35",
@@ -81,10 +80,6 @@ class CameraIntrinsics:
         return (k, f"{cam.describe_intrinsics(k, width, height)} ({source})")
 
 
-def _depth(depth) -> DepthMap:
-    return expect(depth, DepthMap, "depth", DEPTH, " (from a depth node)")
-
-
 class DepthCamera:
     DESCRIPTION = ("The camera intrinsics and per-pixel confidence that a depth model (UniDepthV2) predicted "
                    "with its depth.")
@@ -101,7 +96,7 @@ class DepthCamera:
         return {"required": {"depth": (DEPTH, {"tooltip": "Depth from 'Estimate Depth' with a UniDepthV2 model."})}}
 
     def split(self, depth):
-        depth = _depth(depth)
+        depth = depth_map(depth)
         if depth.intrinsics is None:
             raise ValueError("this depth carries no intrinsics (only UniDepthV2 predicts a camera): use "
                              "'Camera Intrinsics' to give one")
@@ -147,7 +142,7 @@ class SavePointCloud:
         }
 
     def save(self, depth, image, filename_prefix, stride, max_depth_m, min_confidence, coordinates, camera=None):
-        b, h, w = _depth(depth).depth.shape
+        b, h, w = depth_map(depth).depth.shape
         folder, base, counter, _subfolder = seam.save_path(filename_prefix, w, h)
         paths = [os.path.join(folder, f"{base}_{counter + i:05}_.ply") for i in range(b)]
         pointcloud.write_point_clouds(paths, depth, image, camera, stride=stride, max_depth=max_depth_m,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 from ..bokehdepth_core import bokeh_from_depth, dfb, focus, metrics, synthetic
-from ..bokehdepth_core.types import BokehStack, DepthMap
+from ..bokehdepth_core.types import BokehStack
 from . import comfy_seam as seam
-from .common import BOKEH_STACK, DEPTH, K_LIST, category, expect, image_major
+from .common import BOKEH_STACK, DEPTH, K_LIST, category, depth_map, expect, image_major
 
 CAT = category("Physics")
 
@@ -44,10 +44,6 @@ def _look_inputs():
     }
 
 
-def _depth(depth, name: str = "depth") -> DepthMap:
-    return expect(depth, DepthMap, name, DEPTH, " (connect a depth model, Load Depth or Synthetic Bokeh Scene)")
-
-
 def _options(gamma, highlight, aperture_blades, blade_rotation):
     return {"gamma": gamma, "highlight": highlight, "blades": aperture_blades, "blade_rotation": blade_rotation}
 
@@ -79,7 +75,7 @@ class BokehRenderFromDepth:
     def render(self, image, depth, K, focus_mode, focus_distance_m, gamma, highlight, aperture_blades,
                blade_rotation, use_confidence, focus_mask=None):
         out, used = bokeh_from_depth.render_from_depth(
-            image, _depth(depth), float(K), focus_mode, focus_distance_m, mask=focus_mask,
+            image, depth_map(depth), float(K), focus_mode, focus_distance_m, mask=focus_mask,
             use_confidence=bool(use_confidence), device=seam.torch_device(), callback=seam.Progress(1).callback,
             **_options(gamma, highlight, aperture_blades, blade_rotation))
         return (_to_out(out), float(used[0]))
@@ -104,7 +100,7 @@ class BokehStackFromDepth:
 
     def render(self, image, depth, k_list, focus_mode, focus_distance_m, gamma, highlight, aperture_blades, blade_rotation):
         stack = bokeh_from_depth.bokeh_stack_from_depth(
-            image.to(seam.intermediate_device()), _depth(depth), k_list, focus_mode, focus_distance_m,
+            image.to(seam.intermediate_device()), depth_map(depth), k_list, focus_mode, focus_distance_m,
             device=seam.torch_device(), callback=seam.Progress(len(k_list)).callback,
             **_options(gamma, highlight, aperture_blades, blade_rotation))
         return (stack, image_major(stack.frames))
@@ -133,7 +129,7 @@ class FocusStackFromDepth:
 
     def render(self, image, depth, K, frames, margin, gamma, highlight, aperture_blades, blade_rotation):
         out, focus_m = bokeh_from_depth.focus_stack_from_depth(
-            image, _depth(depth), float(K), int(frames), margin, device=seam.torch_device(),
+            image, depth_map(depth), float(K), int(frames), margin, device=seam.torch_device(),
             callback=seam.Progress(int(frames)).callback, **_options(gamma, highlight, aperture_blades, blade_rotation))
         text = "\n".join(f"[{i}] " + ", ".join(f"{float(f):.3g} m" for f in row) for i, row in enumerate(focus_m))
         return (_to_out(image_major(out)), text)
@@ -200,7 +196,7 @@ class DepthMetricsNode:
         }}
 
     def measure(self, prediction, ground_truth, align, min_confidence, max_depth_m, mask=None):
-        m = metrics.depth_metrics(_depth(prediction, "prediction"), _depth(ground_truth, "ground_truth"), mask,
+        m = metrics.depth_metrics(depth_map(prediction, "prediction"), depth_map(ground_truth, "ground_truth"), mask,
                                   align=align, max_depth=max_depth_m if max_depth_m > 0 else float("inf"),
                                   min_confidence=min_confidence)
         return (metrics.format_depth_metrics(m), json.dumps(m))
