@@ -7,11 +7,14 @@ Intrinsics are ``[B,3,3]`` in pixels: ``[[fx, s, cx], [0, fy, cy], [0, 0, 1]]``;
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
 
-from .optics import FULL_FRAME_WIDTH_MM, _positive
+from .checks import number
+from .exif import read_lens_exif
+from .optics import FULL_FRAME_WIDTH_MM
 
 AUTHORS_GUESS = "authors_guess"  # fx = fy = 0.7 W, principal point at the centre (their pipeline)
 
@@ -29,11 +32,11 @@ def focal_px(width: float, focal_35mm: Optional[float] = None, focal_mm: Optiona
              sensor_width_mm: Optional[float] = None) -> float:
     """Focal length in pixels: ``focal_35mm / 36 * W`` (35 mm-equivalent, full-frame width), else
     ``focal_mm / sensor_width_mm * W``."""
-    w = _positive("width", width, "> 0 pixels")
+    w = number("width", width, "> 0 pixels")
     if focal_35mm:
-        return _positive("focal_35mm", focal_35mm, "> 0 mm") / FULL_FRAME_WIDTH_MM * w
+        return number("focal_35mm", focal_35mm, "> 0 mm") / FULL_FRAME_WIDTH_MM * w
     if focal_mm and sensor_width_mm:
-        return _positive("focal_mm", focal_mm, "> 0 mm") / _positive("sensor_width_mm", sensor_width_mm, "> 0 mm") * w
+        return number("focal_mm", focal_mm, "> 0 mm") / number("sensor_width_mm", sensor_width_mm, "> 0 mm") * w
     raise ValueError("give focal_35mm, or focal_mm together with sensor_width_mm, to compute the focal length "
                      "in pixels")
 
@@ -47,7 +50,7 @@ def intrinsics_from_lens(width: int, height: int, focal_35mm: Optional[float] = 
 
 def intrinsics_from_exif(info, width: Optional[int] = None, height: Optional[int] = None,
                          batch: int = 1) -> torch.Tensor:
-    """Pinhole ``[B,3,3]`` from an :class:`~bokehdepth_core.optics.LensInfo` (EXIF) for an image of
+    """Pinhole ``[B,3,3]`` from an :class:`~bokehdepth_core.exif.LensInfo` (EXIF) for an image of
     ``width x height`` (default: the photo's own size; focal lengths scale with width)."""
     w = int(width or info.width)
     h = int(height or info.height)
@@ -63,41 +66,41 @@ def default_camera(width: int, height: int, batch: int = 1) -> torch.Tensor:
 
 
 def check_camera(camera, batch: int, width: Optional[int] = None,
-                 height: Optional[int] = None) -> Optional[torch.Tensor]:
+                 height: Optional[int] = None, name: str = "camera") -> Optional[torch.Tensor]:
     """Validate a camera argument and return a fresh float32 ``[B,3,3]`` copy (never the caller's
     tensor), or None to let the model predict it. ``camera`` may be None, ``"authors_guess"``,
-    or a pinhole matrix ``[3,3]``, ``[1,3,3]`` or ``[B,3,3]``."""
+    or a pinhole matrix ``[3,3]``, ``[1,3,3]`` or ``[B,3,3]``; errors call it ``name``."""
     if camera is None:
         return None
     if isinstance(camera, str):
         if camera == AUTHORS_GUESS:
             if width is None or height is None:
-                raise ValueError("camera='authors_guess' needs the image size")
+                raise ValueError(f"{name}='authors_guess' needs the image size")
             return default_camera(width, height, batch)
-        raise ValueError(f"camera must be None, '{AUTHORS_GUESS}' or a [B,3,3] pinhole matrix, got {camera!r}")
+        raise ValueError(f"{name} must be None, '{AUTHORS_GUESS}' or a [B,3,3] pinhole matrix, got {camera!r}")
     if not isinstance(camera, torch.Tensor):
         try:
             camera = torch.as_tensor(camera, dtype=torch.float32)
         except (TypeError, ValueError):
-            raise ValueError(f"camera must be a [B,3,3] pinhole matrix, got {type(camera).__name__}") from None
+            raise ValueError(f"{name} must be a [B,3,3] pinhole matrix, got {type(camera).__name__}") from None
     k = camera.detach().to(device="cpu", dtype=torch.float32).clone()
     if k.ndim == 2:
         k = k.unsqueeze(0)
     if k.ndim != 3 or tuple(k.shape[-2:]) != (3, 3):
-        raise ValueError(f"camera must be a 3x3 pinhole matrix, [3,3] or [B,3,3]; got shape {tuple(camera.shape)}")
+        raise ValueError(f"{name} must be a 3x3 pinhole matrix, [3,3] or [B,3,3]; got shape {tuple(camera.shape)}")
     if k.shape[0] == 1 and batch > 1:
         k = k.expand(batch, 3, 3).clone()
     if k.shape[0] != batch:
-        raise ValueError(f"camera has batch {k.shape[0]} but the image batch is {batch}: "
+        raise ValueError(f"{name} has batch {k.shape[0]} but the image batch is {batch}: "
                          "give one matrix or one per image")
     if not torch.isfinite(k).all():
-        raise ValueError("camera contains NaN or infinite values")
+        raise ValueError(f"{name} contains NaN or infinite values")
     if (k[:, 0, 0] <= 0).any() or (k[:, 1, 1] <= 0).any():
-        raise ValueError(f"camera focal lengths fx, fy must be > 0 pixels, got fx={k[:, 0, 0].tolist()}, "
+        raise ValueError(f"{name} focal lengths fx, fy must be > 0 pixels, got fx={k[:, 0, 0].tolist()}, "
                          f"fy={k[:, 1, 1].tolist()}")
     bottom = torch.tensor([0.0, 0.0, 1.0])
     if not torch.allclose(k[:, 2], bottom.expand_as(k[:, 2]), atol=1e-6) or (k[:, 1, 0].abs() > 1e-6).any():
-        raise ValueError("camera must be a pinhole matrix [[fx, s, cx], [0, fy, cy], [0, 0, 1]] in pixels; "
+        raise ValueError(f"{name} must be a pinhole matrix [[fx, s, cx], [0, fy, cy], [0, 0, 1]] in pixels; "
                          f"got rows 2-3 {k[0, 1:].tolist()}")
     return k
 
@@ -137,3 +140,45 @@ def field_of_view_deg(intrinsics: torch.Tensor, width: int, height: int) -> tupl
     """Horizontal and vertical field of view ``[B]`` in degrees of ``[B,3,3]`` intrinsics."""
     k = intrinsics.float()
     return (2 * torch.atan(width / (2 * k[:, 0, 0]))).rad2deg(), (2 * torch.atan(height / (2 * k[:, 1, 1]))).rad2deg()
+
+
+# --------------------------------------------------------------------------- cameras for the nodes
+
+SOURCES = ("f35", "sensor", "exif", "manual", "guess")
+
+
+def intrinsics_for(source: str, width: int, height: int, batch: int = 1, *, focal_35mm: Optional[float] = None,
+                   focal_mm: Optional[float] = None, sensor_width_mm: Optional[float] = None,
+                   fx: Optional[float] = None, fy: Optional[float] = None, cx: Optional[float] = None,
+                   cy: Optional[float] = None, photo: Optional[str] = None) -> tuple[torch.Tensor, str]:
+    """Checked pinhole ``[B,3,3]`` for a ``width x height`` image and where it came from: ``f35``
+    (35 mm-equivalent focal length), ``sensor`` (focal length + sensor width), ``exif`` (the EXIF of
+    the ``photo`` file), ``manual`` (fx, fy and the principal point; None or < 0 = the centre) or
+    ``guess`` (:func:`default_camera`)."""
+    if source == "f35":
+        k = intrinsics_from_lens(width, height, focal_35mm=focal_35mm, batch=batch)
+        note = f"{focal_35mm:g} mm (35 mm equiv.)"
+    elif source == "sensor":
+        k = intrinsics_from_lens(width, height, focal_mm=focal_mm, sensor_width_mm=sensor_width_mm, batch=batch)
+        note = f"{focal_mm:g} mm on a {sensor_width_mm:g} mm wide sensor"
+    elif source == "exif":
+        if not photo:
+            raise ValueError("photo: give the file name of a photo (JPEG/TIFF with EXIF) for the EXIF camera")
+        info = read_lens_exif(photo)
+        k, note = intrinsics_from_exif(info, width, height, batch), f"EXIF of {os.path.basename(photo)} ({info.summary()})"
+    elif source == "manual":
+        centre = (cx if cx is not None and cx >= 0 else 0.5 * width, cy if cy is not None and cy >= 0 else 0.5 * height)
+        k, note = intrinsics_matrix(fx, fy, *centre).expand(batch, 3, 3).clone(), "manual"
+    elif source == "guess":
+        k, note = default_camera(width, height, batch), "authors' guess"
+    else:
+        raise ValueError(f"camera source must be one of {', '.join(SOURCES)}, got {source!r}")
+    return check_camera(k, batch), note
+
+
+def describe_intrinsics(intrinsics: torch.Tensor, width: int, height: int) -> str:
+    """One line per camera: focal lengths and principal point (px) and the field of view."""
+    k = intrinsics.float()
+    fov_x, fov_y = field_of_view_deg(k, width, height)
+    return "\n".join(f"#{i}: fx={k[i, 0, 0]:.2f} fy={k[i, 1, 1]:.2f} cx={k[i, 0, 2]:.2f} cy={k[i, 1, 2]:.2f} px "
+                     f"for {width}x{height}, FoV {fov_x[i]:.1f} x {fov_y[i]:.1f} deg" for i in range(k.shape[0]))

@@ -7,9 +7,10 @@ trust what they get. Messages name the argument, what was expected, what came, a
 from __future__ import annotations
 
 import math
-from typing import Iterable, Union
+from typing import Iterable, Optional, Union
 
 import torch
+import torch.nn.functional as F
 
 Number = Union[int, float]
 
@@ -33,13 +34,36 @@ def per_item(name: str, value, batch: int, device=None, *, positive: bool = Fals
         t = t.expand(batch)
     if t.numel() != batch:
         raise ValueError(f"{name} must be one number or one per batch item ({batch}), got {t.numel()} values")
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} must be finite, got {t.tolist()}")
-    if positive and bool((t <= 0).any()):
-        raise ValueError(f"{name} must be > 0, got {t.tolist()}")
-    if not allow_negative and bool((t < 0).any()):
-        raise ValueError(f"{name} must be >= 0, got {t.tolist()}")
-    return t.contiguous()
+    return _signed(name, t, positive, allow_negative).contiguous()
+
+
+def per_item_rows(name: str, values, batch: int, device=None, *, positive: bool = False,
+                  allow_negative: bool = True) -> torch.Tensor:
+    """A list of numbers shared by the batch, or one row per batch item -> finite float32 ``[batch, N]``."""
+    t = torch.as_tensor(values, dtype=torch.float32, device=device)
+    if t.ndim == 0:
+        t = t.reshape(1)
+    if t.ndim == 1:
+        t = t.unsqueeze(0)
+    if t.ndim != 2 or t.shape[0] not in (1, batch) or t.shape[1] == 0:
+        raise ValueError(f"{name} must be a list of numbers or one list per batch item ([{batch},N]), "
+                         f"got shape {tuple(t.shape)}")
+    return _signed(name, t.expand(batch, -1), positive, allow_negative)
+
+
+def _signed(name: str, t: torch.Tensor, positive: bool, allow_negative: bool) -> torch.Tensor:
+    """``t`` when all its values are finite (and > 0 or >= 0 as asked); the error lists a few values,
+    or counts the offending pixels of a map."""
+    rules = [("finite (no NaN or inf)", ~torch.isfinite(t))]
+    if positive:
+        rules.append(("> 0", t <= 0))
+    if not allow_negative:
+        rules.append(("non-negative (>= 0)", t < 0))
+    for rule, bad in rules:
+        if bool(bad.any()):
+            got = f"got {t.tolist()}" if t.numel() <= 16 else f"{int(bad.sum())} of {t.numel()} values are not"
+            raise ValueError(f"{name} must be {rule}, {got}")
+    return t
 
 
 def k_values(values: Union[Number, Iterable[Number], torch.Tensor, None], name: str = "k_values") -> list[float]:
@@ -62,6 +86,18 @@ def k_values(values: Union[Number, Iterable[Number], torch.Tensor, None], name: 
     if bad:
         raise ValueError(f"{name} must be finite numbers > 0 (K is a blur strength in px*m), got {bad}")
     return ks
+
+
+def k_table(values, batch: int, frames: Optional[int] = None, name: str = "k_values", device=None) -> torch.Tensor:
+    """K values per batch item ``[batch, N]``: one list shared by the batch, or one row per item;
+    with ``frames``, exactly one K per frame."""
+    if isinstance(values, (list, tuple)) and values and isinstance(values[0], (list, tuple)):
+        values = torch.tensor(values, dtype=torch.float32)  # one row per batch item
+    k_values(values, name)
+    table = per_item_rows(name, values, batch, device)
+    if frames is not None and table.shape[1] != frames:
+        raise ValueError(f"{name} must have one K per frame ({frames}), got {table.shape[1]} values")
+    return table
 
 
 def _tensor(name: str, t, layout: str) -> torch.Tensor:
@@ -93,7 +129,11 @@ def depth_batch(depth, name: str = "depth") -> torch.Tensor:
     if isinstance(depth, DepthMap):
         depth = depth.depth
     if not isinstance(depth, torch.Tensor):
-        depth = torch.as_tensor(depth)
+        try:
+            depth = torch.as_tensor(depth)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"{name} must be a depth map [B,H,W] (a DepthMap or a tensor), "
+                             f"got {type(depth).__name__}") from None
     depth = _tensor(name, depth, "[B,H,W]")
     if depth.ndim == 2:
         depth = depth.unsqueeze(0)
@@ -102,3 +142,59 @@ def depth_batch(depth, name: str = "depth") -> torch.Tensor:
     if depth.ndim != 3:
         raise ValueError(f"{name} must be [B,H,W] or [H,W], got shape {tuple(depth.shape)}")
     return depth.float()
+
+
+def map_like(values, like: torch.Tensor, name: str, *, resize: bool = False, positive: bool = False,
+             allow_negative: bool = True) -> torch.Tensor:
+    """A per-pixel map (depth, disparity, confidence, mask) for ``like`` (``[B,H,W]`` or an image
+    ``[B,H,W,3]``): finite float32 ``[B,H,W]`` on ``like``'s device, one map for the whole batch or
+    one per item; of ``like``'s size, or resized to it (bilinear) with ``resize``."""
+    m = depth_batch(values, name)
+    b, h, w = like.shape[:3]
+    if m.shape[0] not in (1, b):
+        raise ValueError(f"{name} batch {m.shape[0]} does not match image batch {b}: give one {name} or one per image")
+    m = _signed(name, m, positive, allow_negative).to(like.device)
+    if tuple(m.shape[1:]) != (h, w):
+        if not resize:
+            raise ValueError(f"{name} is {tuple(m.shape[1:])} (H,W) but the image is {(h, w)}: "
+                             "resize the depth map to the image size")
+        m = F.interpolate(m.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+    return m.expand(b, -1, -1)
+
+
+def stack_frames(frames, reference, name: str = "frames", min_frames: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames of one scene ``[B,N,H,W,3]`` (or a list of N ``[B,H,W,3]`` images) and their sharp
+    ``reference`` ``[B,H,W,3]``, checked against each other: ``(reference, frames)`` of one batch
+    size (a single reference is shared), float32, on the reference's device."""
+    reference = image_batch(reference, "reference")
+    b, h, w, _ = reference.shape
+    if isinstance(frames, (list, tuple)):
+        if len(frames) < min_frames:
+            raise ValueError(f"{name}: at least {min_frames} frames are needed, got {len(frames)}")
+        items = []
+        for i, f in enumerate(frames):
+            f = image_batch(f, f"{name}[{i}]")
+            _same_size(f"{name}[{i}]", f, (h, w))
+            items.append(f.expand(b, -1, -1, -1))
+        frames = torch.stack(items, 1)
+    frames = _tensor(name, frames, "[B,N,H,W,3] or a list of [B,H,W,3] images")
+    if frames.ndim == 4:
+        frames = frames.unsqueeze(0)
+    if frames.ndim != 5 or frames.shape[-1] != 3:
+        raise ValueError(f"{name} must be [B,N,H,W,3], got {tuple(frames.shape)}")
+    if frames.shape[1] < min_frames:
+        raise ValueError(f"{name}: at least {min_frames} frames are needed (N >= {min_frames}), got N={frames.shape[1]}")
+    _same_size(name, frames, (h, w))
+    if frames.shape[0] != b:
+        if b != 1:
+            raise ValueError(f"{name} batch {frames.shape[0]} does not match reference batch {b}")
+        reference = reference.expand(frames.shape[0], -1, -1, -1)
+    if not bool(torch.isfinite(frames).all()):
+        raise ValueError(f"{name} contain NaN or inf values")
+    return reference, frames.float().to(reference.device)
+
+
+def _same_size(name: str, t: torch.Tensor, size: tuple[int, int]) -> None:
+    if tuple(t.shape[-3:-1]) != tuple(size):
+        raise ValueError(f"{name} is {tuple(t.shape[-3:-1])} (H,W) but the reference is {tuple(size)}: "
+                         "all frames must have the reference's size")

@@ -1,4 +1,8 @@
-"""Command line: ``python -m bokehdepth_core {demo,calib,bench} ...``."""
+"""Command line: ``python -m bokehdepth_core {demo,synth,calib,bench} ...``.
+
+Each command hands its arguments to one core function; a user error (a bad value, a missing or
+unreadable file) prints one ``error:`` line and exits with status 2, without a traceback.
+"""
 
 from __future__ import annotations
 
@@ -26,18 +30,18 @@ def _cmd_synth(args) -> int:
 
 
 def _cmd_calib(args) -> int:
-    from . import optics
+    from . import exif, optics
 
     if args.image:
-        info = optics.read_lens_exif(args.image)
-        cal = optics.calibrate_from_exif(info, f_number=args.f_number, focal_mm=args.focal_mm,
-                                         focal_35mm=args.focal_35mm, focus_m=args.focus_m)
+        info = exif.read_lens_exif(args.image)
+        cal = exif.calibrate_from_exif(info, f_number=args.f_number, focal_mm=args.focal_mm,
+                                       focal_35mm=args.focal_35mm, focus_m=args.focus_m,
+                                       sensor_width_mm=args.sensor_width_mm)
     else:
         missing = [n for n in ("f_number", "focal_mm", "focal_35mm", "focus_m", "width", "height")
                    if getattr(args, n) is None]
         if missing:
-            print(f"error: give --image or all of: {', '.join('--' + m.replace('_', '-') for m in missing)}", file=sys.stderr)
-            return 2
+            raise ValueError(f"give --image or all of: {', '.join('--' + m.replace('_', '-') for m in missing)}")
         cal = optics.calibrate(args.f_number, args.focal_mm, args.focal_35mm, args.focus_m, args.width, args.height)
     print(json.dumps(cal.__dict__, indent=2) if args.json else cal.summary())
     return 0
@@ -77,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--focal-mm", dest="focal_mm", type=float)
     c.add_argument("--focal-35mm", dest="focal_35mm", type=float)
     c.add_argument("--focus-m", dest="focus_m", type=float)
+    c.add_argument("--sensor-width-mm", dest="sensor_width_mm", type=float, help="with --image: the sensor width")
     c.add_argument("--width", type=int)
     c.add_argument("--height", type=int)
     c.add_argument("--json", action="store_true")
@@ -97,6 +102,6 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:  # user errors: bad values, missing or unreadable files
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
-"""LAB mean/std colour transfer (Reinhard et al.), as the authors apply it to Stage-1 frames.
+"""Colour conversions: Rec. 601 luma, and the LAB mean/std colour transfer (Reinhard et al.) that
+the authors apply to Stage-1 frames.
 
 The authors work in OpenCV's 8-bit LAB (L scaled to 0..255, a/b offset by 128, D65 white),
 match each channel's mean and population std to the reference, clip and truncate to uint8, and
@@ -19,6 +20,11 @@ _XYZ_TO_RGB = np.linalg.inv(_RGB_TO_XYZ)
 _WHITE = _RGB_TO_XYZ.sum(axis=1)  # D65 white of this matrix (X_n, 1, Z_n)
 _EPS = 216.0 / 24389.0
 _KAPPA = 24389.0 / 27.0
+
+
+def luma(rgb):
+    """Rec. 601 luma ``0.299 R + 0.587 G + 0.114 B`` over the last axis (torch tensor or numpy array)."""
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
 
 
 def _srgb_to_linear(c):

@@ -7,7 +7,6 @@ written as PNGs and ``report.json`` (with the lens calibration examples).
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 
@@ -15,6 +14,8 @@ import torch
 
 from . import dfb, metrics, optics, render, synthetic
 from .depth_io import colorize
+from .depth_io.metadata import json_safe
+from .images import save_rgb
 
 # A portrait lens on full frame and a phone main camera, both at a typical subject distance.
 EXAMPLE_LENSES = (
@@ -34,17 +35,7 @@ def calibration_report(width: int, height: int) -> list[dict]:
 
 
 def _depth_png(path: str, depth: torch.Tensor, near: float, far: float) -> None:
-    synthetic.save_png(path, colorize(depth, mode="fixed", near=near, far=far)[0])
-
-
-def _finite(obj):
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+    save_rgb(path, colorize(depth, mode="fixed", near=near, far=far)[0])
 
 
 def physics_demo(out_dir: str, seed: int = 0, size: int = 256) -> dict:
@@ -86,12 +77,12 @@ def physics_demo(out_dir: str, seed: int = 0, size: int = 256) -> dict:
         },
     }
     near, far = float(gt.min()), float(gt.max())
-    synthetic.save_png(os.path.join(out_dir, "all_in_focus.png"), scene.image[0])
+    save_rgb(os.path.join(out_dir, "all_in_focus.png"), scene.image[0])
     for i, k in enumerate(ks):
-        synthetic.save_png(os.path.join(out_dir, f"bokeh_{i}_K{k:.1f}.png"), frames[0, i])
+        save_rgb(os.path.join(out_dir, f"bokeh_{i}_K{k:.1f}.png"), frames[0, i])
     _depth_png(os.path.join(out_dir, "depth_ground_truth.png"), gt, near, far)
     _depth_png(os.path.join(out_dir, "depth_from_bokeh.png"), res["depth"].clamp(near, far), near, far)
-    synthetic.save_png(os.path.join(out_dir, "confidence.png"), conf[0].unsqueeze(-1).expand(-1, -1, 3))
+    save_rgb(os.path.join(out_dir, "confidence.png"), conf[0].unsqueeze(-1).expand(-1, -1, 3))
     report["files"] = sorted(f for f in os.listdir(out_dir) if f.endswith(".png"))
     report["seconds_total"] = time.perf_counter() - t0
     return report
@@ -117,5 +108,5 @@ def run_demo(out_dir: str, seed: int = 0, size: int = 256) -> str:
         print("depth metrics on confident pixels: " + metrics.format_depth_metrics(d["depth_metrics_confident"]))
     path = os.path.join(out_dir, "report.json")
     with open(path, "w") as f:
-        json.dump(_finite(report), f, indent=2)
+        json.dump(json_safe(report), f, indent=2)
     return path

@@ -12,51 +12,17 @@ physically consistent any bokeh stack is, including generated ones.
 
 from __future__ import annotations
 
-import math
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
-from .render import aperture_kernel, batch_scalar, batch_values, check_image, fft_size, kernel_spectrum, radius_grid
+from .checks import k_table, map_like, per_item, stack_frames
+from .psf import SupportBlur, radius_grid, with_support
+from .types import BokehStack, DepthMap, ProgressFn
 
-SIDES = ("behind", "front")
+SIDES = ("behind", "front", "prior depth")
 MAX_DEPTH_M = 1000.0
-
-
-def _check_frames(reference, frames) -> tuple[torch.Tensor, torch.Tensor]:
-    reference = check_image(reference, "reference")
-    b, h, w, _ = reference.shape
-    if isinstance(frames, (list, tuple)):
-        if len(frames) < 2:
-            raise ValueError(f"frames: a sweep needs at least 2 frames, got {len(frames)}")
-        items = []
-        for i, f in enumerate(frames):
-            f = check_image(f, f"frames[{i}]")
-            if tuple(f.shape[1:3]) != (h, w):
-                raise ValueError(f"frames[{i}] is {tuple(f.shape[1:3])} (H,W) but the reference is {(h, w)}: "
-                                 "all frames must have the reference's size")
-            items.append(f.expand(b, -1, -1, -1))
-        frames = torch.stack(items, 1)
-    if not isinstance(frames, torch.Tensor):
-        raise ValueError("frames must be a tensor [B,N,H,W,3] or a list of [B,H,W,3] images")
-    if frames.ndim == 4:
-        frames = frames.unsqueeze(0)
-    if frames.ndim != 5 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be [B,N,H,W,3], got {tuple(frames.shape)}")
-    if frames.shape[1] < 2:
-        raise ValueError(f"frames: a sweep needs at least 2 frames (N >= 2), got N={frames.shape[1]}")
-    if tuple(frames.shape[2:4]) != (h, w):
-        raise ValueError(f"frames are {tuple(frames.shape[2:4])} (H,W) but the reference is {(h, w)}: "
-                         "all frames must have the reference's size")
-    if frames.shape[0] != b:
-        if b == 1:
-            reference = reference.expand(frames.shape[0], -1, -1, -1)
-        else:
-            raise ValueError(f"frames batch {frames.shape[0]} does not match reference batch {b}")
-    if not bool(torch.isfinite(frames).all()):
-        raise ValueError("frames contain NaN or inf values")
-    return reference, frames.float().to(reference.device)
 
 
 def _box(x: torch.Tensor, radius: int, stride: int = 1) -> torch.Tensor:
@@ -81,7 +47,7 @@ def _parabola_vertex(r0, r1, r2, e0, e1, e2):
 
 def estimate_radii(reference: torch.Tensor, frames: torch.Tensor, radii: Sequence[float], window: int = 4,
                    gamma: float = 2.2, blades: int = 0, stride: Optional[int] = None,
-                   callback: Optional[Callable[[int, int], None]] = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   callback: ProgressFn = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-frame blur radius ``[B,N,H,W]`` (px) and the best window error ``[B,N,H,W]``.
 
     Each frame is compared with the reference blurred by every radius of ``radii`` (ascending,
@@ -94,21 +60,13 @@ def estimate_radii(reference: torch.Tensor, frames: torch.Tensor, radii: Sequenc
         stride = 2 if min(h, w) >= 512 else 1
     ref = reference.clamp(0, 1).pow(gamma).permute(0, 3, 1, 2)
     frm = frames.clamp(0, 1).pow(gamma).permute(0, 1, 4, 2, 3)  # [B,N,3,H,W]
-    # One forward FFT of (reference, ones) for the whole bank; each radius costs one kernel FFT
-    # and one inverse FFT (the ones channel gives the renderer's border normalisation).
-    half = int(math.ceil(max(radii) + 0.5))
-    ph, pw = fft_size(h, w, half)
-    src = torch.cat([ref, torch.ones_like(ref[:, :1])], 1)
-    src_f = torch.fft.rfft2(src, s=(ph, pw))
+    # One forward FFT of the reference for the whole bank; each radius costs one kernel FFT and one
+    # inverse FFT, normalised at the frame border like the renderer.
+    blur = SupportBlur(with_support(ref), max(radii))
     # Streaming arg-min: keep only the best error and its two neighbours, not the whole bank.
     best_e = best_j = e_before = e_after = prev = None
     for j, r in enumerate(radii):
-        if r <= 0:
-            bank = ref
-        else:
-            k = aperture_kernel(r, blades, 0.0, ref.device, ref.dtype)
-            out = torch.fft.irfft2(src_f * kernel_spectrum(k, ph, pw), s=(ph, pw))[..., :h, :w]
-            bank = out[:, :3] / out[:, 3:].clamp_min(1e-6)
+        bank = ref if r <= 0 else blur(r, blades)
         diff = frm - bank.unsqueeze(1)
         e = _box((diff * diff).sum(2).reshape(b * n, 1, h, w), window, stride)[:, 0]  # [B*N, H', W']
         if best_e is None:
@@ -134,37 +92,33 @@ def estimate_radii(reference: torch.Tensor, frames: torch.Tensor, radii: Sequenc
     return est.reshape(b, n, h, w), best_e.reshape(b, n, h, w)
 
 
-def _side_sign(side, focus_m: torch.Tensor, shape, device) -> torch.Tensor:
-    """+1 where the scene lies behind the focal plane, -1 in front. ``[B,H,W]``."""
+def _side_sign(side, focus_m: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """+1 where the scene lies behind the focal plane, -1 in front, ``[B,H,W]`` for the images ``like``.
+    A per-pixel ``side`` (boolean mask or prior depth) is resized to them."""
     if isinstance(side, str):
-        if side not in SIDES:
+        if side not in SIDES[:2]:
             raise ValueError(f"side must be 'behind', 'front' or a per-pixel prior map, got {side!r}")
-        return torch.full(shape, 1.0 if side == "behind" else -1.0, device=device)
-    if not isinstance(side, torch.Tensor):
+        return torch.full(like.shape[:3], 1.0 if side == "behind" else -1.0, device=like.device)
+    if not isinstance(side, (torch.Tensor, DepthMap)):
         raise ValueError("side must be 'behind', 'front', a boolean 'behind' mask or a prior depth map (m)")
-    s = side.to(device)
-    if s.ndim == 2:
-        s = s.unsqueeze(0)
-    if tuple(s.shape[-2:]) != tuple(shape[-2:]):
-        raise ValueError(f"side prior map {tuple(s.shape)} must match the frames' size {tuple(shape[-2:])}")
-    s = s.expand(shape)
-    if s.dtype == torch.bool:
-        return torch.where(s, 1.0, -1.0).float()
-    if not bool(torch.isfinite(s).all()) or bool((s <= 0).any()):
-        raise ValueError("side prior depth map must be finite and > 0 metres")
-    return torch.where(s >= focus_m.view(-1, 1, 1), 1.0, -1.0).float()
+    if isinstance(side, torch.Tensor) and side.dtype == torch.bool:
+        behind = map_like(side.float(), like, "side mask", resize=True) > 0.5
+    else:
+        behind = map_like(side, like, "side prior depth map", resize=True, positive=True) >= focus_m.view(-1, 1, 1)
+    return torch.where(behind, 1.0, -1.0).float()
 
 
-def depth_from_bokeh_sweep(reference: torch.Tensor, frames, k_values, focus_m, side: Union[str, torch.Tensor] = "behind",
-                           *, max_radius: Optional[float] = None, window: int = 4, gamma: float = 2.2,
-                           texture_threshold: float = 1e-4, residual_scale: float = 0.15, blades: int = 0,
-                           callback: Optional[Callable[[int, int], None]] = None) -> dict:
+def depth_from_bokeh_sweep(reference: torch.Tensor, frames, k_values, focus_m,
+                           side: Union[str, torch.Tensor, DepthMap] = "behind", *, max_radius: Optional[float] = None,
+                           window: int = 4, gamma: float = 2.2, texture_threshold: float = 1e-4,
+                           residual_scale: float = 0.15, blades: int = 0, callback: ProgressFn = None) -> dict:
     """Estimate inverse-depth offset, depth and confidence from a bokeh sweep.
 
     reference ``[B,H,W,3]`` (sharp), frames ``[B,N,H,W,3]`` (or a list of N images), ``k_values``
     ``[N]`` or ``[B,N]`` (px*m, > 0), ``focus_m`` the shared focus distance (m). ``side``: "behind"
     (S2 = 1/(1/S1 - Delta)), "front" (1/(1/S1 + Delta)), a boolean per-pixel "behind" mask, or a prior
-    depth map in metres (behind where the prior is farther than S1).
+    depth map in metres (behind where the prior is farther than S1); masks and priors are resized to
+    the frames.
 
     Returns ``delta`` ``[B,H,W]`` (1/m), ``depth`` ``[B,H,W]`` (m, capped at 1000), ``radius``
     ``[B,N,H,W]`` (px), ``confidence`` ``[B,H,W]`` (texture x fit), ``linearity`` ``[B,H,W]``
@@ -172,21 +126,17 @@ def depth_from_bokeh_sweep(reference: torch.Tensor, frames, k_values, focus_m, s
     ``k_consistency`` ``[B,N]`` (median measured/expected radius per frame; 1 = physical),
     ``texture`` ``[B,H,W]`` and ``radii`` (the bank).
     """
-    reference, frames = _check_frames(reference, frames)
+    reference, frames = stack_frames(frames, reference, min_frames=2)
     b, n, h, w, _ = frames.shape
     dev = reference.device
-    k = batch_values("k_values", k_values, b, dev)
-    if k.shape[1] != n:
-        raise ValueError(f"k_values must have one K per frame ({n}), got shape {tuple(k.shape)}")
-    if bool((k <= 0).any()):
-        raise ValueError(f"k_values must all be > 0 (px*m), got {k[0].tolist()}")
-    s1 = batch_scalar("focus_m", focus_m, b, dev, positive=True)  # metres
+    k = k_table(k_values, b, frames=n, device=dev)
+    s1 = per_item("focus_m", focus_m, b, dev, positive=True)  # metres
     if max_radius is None:
         max_radius = min(64.0, 0.2 * max(h, w))
     if max_radius <= 1:
         raise ValueError(f"max_radius must be > 1 px, got {max_radius}")
     radii = radius_grid(float(max_radius), rel_step=0.08)
-    sign = _side_sign(side, s1, (b, h, w), dev)
+    sign = _side_sign(side, s1, reference)
 
     r_hat, err = estimate_radii(reference, frames, radii, window=window, gamma=gamma, blades=blades, callback=callback)
     kk = k.view(b, n, 1, 1)
@@ -224,6 +174,33 @@ def depth_from_bokeh_sweep(reference: torch.Tensor, frames, k_values, focus_m, s
         "linearity_overall": lin_overall, "k_consistency": torch.stack(k_cons), "texture": texture,
         "match_error": err, "radii": radii, "focus_m": s1, "k_values": k,
     }
+
+
+def depth_from_stack(stack: BokehStack, focus_m: Optional[float] = None, side: str = "behind",
+                     prior_depth: Optional[DepthMap] = None, *, device=None, **options) -> tuple[DepthMap, dict]:
+    """:func:`depth_from_bokeh_sweep` of a BokehStack: ``(DepthMap with confidence, full result)``.
+
+    ``focus_m`` None (or 0) takes the focus the stack recorded; ``side`` is one of :data:`SIDES`,
+    "prior depth" deciding front/behind per pixel from ``prior_depth``. Work runs on ``device``
+    (default: the frames'); the DepthMap comes back on the frames' device.
+    """
+    if not isinstance(stack, BokehStack):
+        raise ValueError(f"stack must be a BokehStack, got {type(stack).__name__}")
+    focus = focus_m if focus_m else stack.meta.get("focus_m")
+    if focus is None:
+        raise ValueError("focus_distance_m is 0 and the stack does not record its focus: give the focus distance (m)")
+    if side == "prior depth":
+        if prior_depth is None:
+            raise ValueError("side is 'prior depth' but no prior_depth is given: connect a coarse depth map")
+        side = prior_depth
+    home = stack.frames.device
+    dev = device if device is not None else home
+    res = depth_from_bokeh_sweep(stack.reference.to(dev), stack.frames.to(dev), stack.k_values.to(dev), focus,
+                                 side=side, **options)
+    depth = DepthMap(depth=res["depth"].to(home), confidence=res["confidence"].to(home),
+                     meta={"source": "depth_from_bokeh_sweep", "focus_m": res["focus_m"].tolist(),
+                           "linearity": res["linearity_overall"].tolist()})
+    return depth, res
 
 
 def linearity_report(result: dict) -> str:

@@ -12,18 +12,14 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .checks import depth_batch, map_like
+from .types import DepthMap
+
 DEPTH_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3")
 
 
-def _depth_pair(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    for name, t in (("prediction", pred), ("ground_truth", gt)):
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"{name} must be a depth tensor [B,H,W] in metres")
-    pred, gt = pred.float(), gt.float()
-    if pred.ndim == 2:
-        pred = pred.unsqueeze(0)
-    if gt.ndim == 2:
-        gt = gt.unsqueeze(0)
+def _depth_pair(pred, gt) -> tuple[torch.Tensor, torch.Tensor]:
+    pred, gt = depth_batch(pred, "prediction"), depth_batch(gt, "ground_truth")
     if pred.shape[-2:] != gt.shape[-2:]:
         raise ValueError(f"prediction {tuple(pred.shape)} and ground_truth {tuple(gt.shape)} differ in size: "
                          "resize one to the other first")
@@ -39,28 +35,30 @@ def _depth_pair(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, tor
 
 def valid_mask(pred: torch.Tensor, gt: torch.Tensor, mask: Optional[torch.Tensor] = None,
                min_depth: float = 1e-3, max_depth: float = float("inf")) -> torch.Tensor:
+    """Pixels both maps can be scored on: finite, ground truth inside (min_depth, max_depth), prediction
+    > 0, and inside ``mask`` (> 0.5) when given."""
     valid = torch.isfinite(gt) & torch.isfinite(pred) & (gt > min_depth) & (gt < max_depth) & (pred > 0)
     if mask is not None:
-        m = mask.to(valid.device).float()
-        if m.ndim == 2:
-            m = m.unsqueeze(0)
-        if m.shape[-2:] != valid.shape[-2:]:
-            raise ValueError(f"mask {tuple(m.shape)} must match the depth size {tuple(valid.shape)}")
-        valid = valid & (m > 0.5).expand_as(valid)
+        valid = valid & (map_like(mask, valid, "mask") > 0.5)
     return valid
 
 
-def depth_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                  align: str = "none", min_depth: float = 1e-3, max_depth: float = float("inf")) -> dict:
+def depth_metrics(pred, gt, mask: Optional[torch.Tensor] = None, align: str = "none", min_depth: float = 1e-3,
+                  max_depth: float = float("inf"), min_confidence: float = 0.0) -> dict:
     """AbsRel, SqRel, RMSE, RMSE-log, delta1/2/3 over all valid pixels of the batch.
 
-    ``align``: "none" (metric, default) or "median" (scale each prediction by median(gt)/median(pred)
-    on its valid pixels). Returns floats plus ``valid_pixels`` and the ``scale`` applied.
+    ``pred``/``gt``: ``[B,H,W]`` metres or DepthMaps. ``align``: "none" (metric, default) or "median"
+    (scale each prediction by median(gt)/median(pred) on its valid pixels). ``min_confidence`` > 0
+    scores only pixels where a DepthMap prediction's confidence reaches it. Returns floats plus
+    ``valid_pixels`` and the ``scale`` applied.
     """
     if align not in ("none", "median"):
         raise ValueError(f"align must be 'none' or 'median', got {align!r}")
+    confidence = pred.confidence if isinstance(pred, DepthMap) else None
     pred, gt = _depth_pair(pred, gt)
     valid = valid_mask(pred, gt, mask, min_depth, max_depth)
+    if min_confidence > 0 and confidence is not None:
+        valid = valid & (map_like(confidence, pred, "confidence") >= min_confidence)
     n = int(valid.sum())
     if n == 0:
         raise ValueError("no valid pixel: ground truth and prediction need finite depth > 0 inside the mask")

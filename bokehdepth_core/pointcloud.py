@@ -14,39 +14,46 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .camera import pixel_grid
+from .camera import check_camera, pixel_grid
+from .checks import depth_batch, image_batch
+from .types import DepthMap, ProgressFn
 
-__all__ = ["depth_to_points", "point_cloud", "write_ply", "read_ply", "COORDINATES"]
+__all__ = ["depth_to_points", "points_for", "unit_confidence", "point_cloud", "write_point_clouds", "write_ply",
+           "read_ply", "COORDINATES"]
 
 COORDINATES = ("opencv", "opengl")
 
 
-def _check_intrinsics(k: torch.Tensor, b: int) -> torch.Tensor:
-    k = torch.as_tensor(k, dtype=torch.float32)
-    if k.ndim == 2:
-        k = k.unsqueeze(0)
-    if k.ndim != 3 or tuple(k.shape[-2:]) != (3, 3):
-        raise ValueError(f"intrinsics must be [B,3,3] or [3,3], got shape {tuple(k.shape)}")
-    if k.shape[0] == 1 and b > 1:
-        k = k.expand(b, 3, 3)
-    if k.shape[0] != b:
-        raise ValueError(f"intrinsics batch {k.shape[0]} does not match the depth batch {b}")
-    if not torch.isfinite(k).all() or (k[:, 0, 0] <= 0).any() or (k[:, 1, 1] <= 0).any():
-        raise ValueError("intrinsics must be finite with focal lengths fx, fy > 0 pixels")
-    return k
-
-
 def depth_to_points(depth: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
     """depth ``[B,H,W]`` (z, metres) + intrinsics ``[B,3,3]`` -> points ``[B,H,W,3]``: ``z * K^-1 (u+.5, v+.5, 1)``."""
-    if depth.ndim == 2:
-        depth = depth.unsqueeze(0)
-    if depth.ndim != 3:
-        raise ValueError(f"depth must be [B,H,W], got shape {tuple(depth.shape)}")
+    depth = depth_batch(depth)
     b, h, w = depth.shape
-    k = _check_intrinsics(intrinsics, b).to(depth.device)
+    k = check_camera(intrinsics, b, name="intrinsics").to(depth.device)
     pix = pixel_grid(1, h, w, depth.device)[0].reshape(3, -1).T  # [HW,3], same pixel centres as Stage-2
     rays = pix @ torch.linalg.inv(k).transpose(1, 2)  # [B,HW,3], z = 1
-    return rays.reshape(b, h, w, 3) * depth.float().unsqueeze(-1)
+    return rays.reshape(b, h, w, 3) * depth.unsqueeze(-1)
+
+
+def points_for(depth: DepthMap, camera: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, str]:
+    """Camera-space points ``[B,H,W,3]`` (CPU) of a DepthMap and how they were found: unprojected with
+    ``camera`` when given, else the model's own points, else unprojected with its predicted camera."""
+    d = depth_batch(depth).cpu()
+    if camera is not None:
+        return depth_to_points(d, torch.as_tensor(camera).float().cpu()), "connected camera"
+    if depth.points is not None:
+        return depth.points.float().cpu(), "model's own 3-D points"
+    if depth.intrinsics is not None:
+        return depth_to_points(d, depth.intrinsics.float().cpu()), "predicted camera"
+    raise ValueError("camera: this depth has no intrinsics (only UniDepthV2 predicts them); connect a "
+                     "'Camera Intrinsics' node")
+
+
+def unit_confidence(depth: DepthMap) -> Optional[torch.Tensor]:
+    """The depth's confidence scaled to 0..1 per image (float32 ``[B,H,W]``), or None."""
+    if depth.confidence is None:
+        return None
+    conf = depth.confidence.float()
+    return conf / conf.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
 
 
 def point_cloud(points: torch.Tensor, colors: Optional[torch.Tensor] = None, confidence: Optional[torch.Tensor] = None,
@@ -123,6 +130,27 @@ def write_ply(path: Union[str, os.PathLike], points: np.ndarray, colors: Optiona
         f.write(("\n".join(header) + "\n").encode("ascii"))
         f.write(rec.tobytes())
     return os.fspath(path)
+
+
+def write_point_clouds(paths: list, depth: DepthMap, colors: torch.Tensor, camera: Optional[torch.Tensor] = None, *,
+                       stride: int = 1, max_depth: float = 0.0, min_confidence: float = 0.0,
+                       coordinates: str = "opencv", callback: ProgressFn = None) -> list[str]:
+    """One PLY per batch item of ``depth`` (see :func:`points_for`, :func:`point_cloud`), coloured by
+    ``colors [B,H,W,3]`` (or one image for all), confidence scaled to 0..1 per image. Returns ``paths``."""
+    points, how = points_for(depth, camera)
+    b = points.shape[0]
+    colors = image_batch(colors, "image")
+    if colors.shape[0] not in (1, b) or len(paths) != b:
+        raise ValueError(f"image batch {colors.shape[0]} (and {len(paths)} paths) must match the depth batch {b}")
+    conf = unit_confidence(depth)
+    for i, path in enumerate(paths):
+        xyz, rgb, c = point_cloud(points[i], colors[min(i, colors.shape[0] - 1)], None if conf is None else conf[i].cpu(),
+                                  stride=int(stride), max_depth=float(max_depth), min_confidence=float(min_confidence),
+                                  coordinates=coordinates)
+        write_ply(path, xyz, rgb, c, comment=f"BokehDepth point cloud ({how}, {coordinates} axes, m)")
+        if callback is not None:
+            callback(i + 1, b)
+    return [os.fspath(p) for p in paths]
 
 
 def read_ply(path: Union[str, os.PathLike]) -> dict[str, np.ndarray]:

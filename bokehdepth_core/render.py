@@ -15,195 +15,14 @@ reduction loses). The same code runs on CPU and GPU; nothing leaves the input's 
 
 from __future__ import annotations
 
-import math
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-ProgressFn = Optional[Callable[[int, int], None]]
-
-
-# --------------------------------------------------------------------------- checks
-
-def batch_scalar(name: str, value, b: int, device, positive: bool = False, allow_zero: bool = True) -> torch.Tensor:
-    """One number or one per batch item -> finite ``[b]`` (``positive``: > 0; not ``allow_zero``: >= 0)."""
-    t = torch.as_tensor(value, dtype=torch.float32, device=device).reshape(-1)
-    if t.numel() == 1:
-        t = t.expand(b)
-    if t.numel() != b:
-        raise ValueError(f"{name} must be one number or one per batch item ({b}), got {t.numel()} values")
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} must be finite, got {t.tolist()}")
-    if positive and bool((t <= 0).any()):
-        raise ValueError(f"{name} must be > 0, got {t.tolist()}")
-    if not allow_zero and bool((t < 0).any()):
-        raise ValueError(f"{name} must be >= 0, got {t.tolist()}")
-    return t.contiguous()
-
-
-def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
-    if not isinstance(image, torch.Tensor):
-        raise ValueError(f"{name} must be a torch tensor [B,H,W,3] in 0..1, got {type(image).__name__}")
-    if image.ndim == 3:
-        image = image.unsqueeze(0)
-    if image.ndim != 4 or image.shape[-1] != 3:
-        raise ValueError(f"{name} must be [B,H,W,3] (RGB, channels last), got {tuple(image.shape)}")
-    if not bool(torch.isfinite(image).all()):
-        raise ValueError(f"{name} contains NaN or inf values")
-    return image.float()
-
-
-def check_disparity(disparity: torch.Tensor, image: torch.Tensor, name: str = "disparity") -> torch.Tensor:
-    if not isinstance(disparity, torch.Tensor):
-        raise ValueError(f"{name} must be a torch tensor [B,H,W] in 1/m")
-    if disparity.ndim == 2:
-        disparity = disparity.unsqueeze(0)
-    if disparity.ndim == 4 and disparity.shape[-1] == 1:
-        disparity = disparity[..., 0]
-    if disparity.ndim != 3:
-        raise ValueError(f"{name} must be [B,H,W], got {tuple(disparity.shape)}")
-    if tuple(disparity.shape[1:]) != tuple(image.shape[1:3]):
-        raise ValueError(f"{name} is {tuple(disparity.shape[1:])} (H,W) but the image is {tuple(image.shape[1:3])}: "
-                         "resize the depth map to the image size")
-    if disparity.shape[0] not in (1, image.shape[0]):
-        raise ValueError(f"{name} batch {disparity.shape[0]} does not match image batch {image.shape[0]}")
-    if not bool(torch.isfinite(disparity).all()):
-        raise ValueError(f"{name} contains NaN or inf values: fill holes in the depth map first")
-    if bool((disparity < 0).any()):
-        raise ValueError(f"{name} has negative values: disparity is 1/depth and must be >= 0")
-    return disparity.float().expand(image.shape[0], -1, -1).to(image.device)
-
-
-def depth_to_disparity(depth: torch.Tensor, name: str = "depth") -> torch.Tensor:
-    """Metres -> 1/m, with a clear error for NaN, inf, zero or negative depth."""
-    if not isinstance(depth, torch.Tensor):
-        raise ValueError(f"{name} must be a torch tensor [B,H,W] in metres")
-    if not bool(torch.isfinite(depth).all()):
-        raise ValueError(f"{name} contains NaN or inf values: fill holes in the depth map first")
-    if bool((depth <= 0).any()):
-        raise ValueError(f"{name} must be > 0 metres everywhere (found {int((depth <= 0).sum())} pixels <= 0)")
-    return 1.0 / depth.float()
-
-
-FOCUS_MODES = ("distance", "auto (median)", "auto (edges)")
-
-
-def resize_to(depth: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Resize a ``[B,H,W]`` map (depth, disparity, confidence) to ``height x width``, bilinear."""
-    if tuple(depth.shape[-2:]) == (height, width):
-        return depth
-    return F.interpolate(depth.unsqueeze(1).float(), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
-
-
-def depth_for_image(depth: torch.Tensor, image: torch.Tensor, confidence: Optional[torch.Tensor] = None,
-                    name: str = "depth") -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Metric depth (and its confidence) checked, resized to ``image [B,H,W,3]`` and broadcast over
-    its batch: ``([B,H,W], [B,H,W] or None)`` on the image's device."""
-    b, h, w = image.shape[0], image.shape[1], image.shape[2]
-    d = depth.to(image.device).float()
-    if d.ndim == 2:
-        d = d.unsqueeze(0)
-    if d.shape[0] not in (1, b):
-        raise ValueError(f"{name} batch {d.shape[0]} does not match image batch {b}: give one depth or one per image")
-    depth_to_disparity(d, name)  # NaN / inf / <= 0 check with a clear message
-    d = resize_to(d, h, w).expand(b, -1, -1)
-    if confidence is not None:
-        confidence = resize_to(confidence.to(image.device).float(), h, w).expand(b, -1, -1)
-    return d, confidence
-
-
-def resolve_focus(depth: torch.Tensor, image: Optional[torch.Tensor], mode: str = "distance",
-                  focus_m: float = 2.0, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Focus distance (m) per batch item: the given ``focus_m``, the median depth (under ``mask`` if
-    given), or the image-edge-weighted median depth (``optics.focus_from_edges``). ``[B]``."""
-    from . import optics
-
-    b = depth.shape[0]
-    if mode == "distance":
-        if not (isinstance(focus_m, (int, float)) and math.isfinite(focus_m) and focus_m > 0):
-            raise ValueError(f"focus_distance_m must be > 0 m in 'distance' mode, got {focus_m!r}")
-        return torch.full((b,), float(focus_m), device=depth.device)
-    if mode == "auto (median)":
-        if mask is not None:
-            mask = resize_to(mask.float().reshape(-1, *mask.shape[-2:]), *depth.shape[-2:]) > 0.5
-            mask = mask.expand_as(depth) if mask.shape[0] == 1 else mask
-        return optics.focus_from_mask(depth, mask)
-    if mode == "auto (edges)":
-        if image is None:
-            raise ValueError("focus mode 'auto (edges)' needs the image")
-        return optics.focus_from_edges(depth, image)
-    raise ValueError(f"focus mode must be one of {', '.join(FOCUS_MODES)}; got {mode!r}")
-
-
-# --------------------------------------------------------------------------- kernels
-
-def aperture_kernel(radius: float, blades: int = 0, rotation_deg: float = 0.0, device=None,
-                    dtype=torch.float32) -> torch.Tensor:
-    """Normalised ``[2R+1, 2R+1]`` PSF: a disk of ``radius`` px (``blades`` = 0) or a regular polygon
-    with that circumradius, with anti-aliased edges (pixel coverage ~ 0.5 - signed distance)."""
-    r = float(radius)
-    size = int(math.ceil(r + 0.5))
-    ax = torch.arange(-size, size + 1, device=device, dtype=dtype)
-    y, x = torch.meshgrid(ax, ax, indexing="ij")
-    if blades and blades >= 3:
-        rot = math.radians(rotation_deg)
-        angles = torch.tensor([rot + (2 * i + 1) * math.pi / blades for i in range(blades)], device=device, dtype=dtype)
-        apothem = r * math.cos(math.pi / blades)
-        proj = x[..., None] * torch.cos(angles) + y[..., None] * torch.sin(angles)
-        sdf = proj.amax(-1) - apothem
-    else:
-        sdf = torch.sqrt(x * x + y * y) - r
-    k = (0.5 - sdf).clamp(0.0, 1.0)
-    return k / k.sum()
-
-
-def _good_size(n: int) -> int:
-    """Smallest m >= n whose prime factors are 2, 3 and 5 (fast FFT lengths)."""
-    m = n
-    while True:
-        v = m
-        for p in (2, 3, 5):
-            while v % p == 0:
-                v //= p
-        if v == 1:
-            return m
-        m += 1
-
-
-def fft_size(h: int, w: int, half: int) -> tuple[int, int]:
-    """FFT grid for a non-wrapping convolution of ``h x w`` with a kernel of half-size ``half``."""
-    return _good_size(h + half + 1), _good_size(w + half + 1)
-
-
-def kernel_spectrum(kernel: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
-    """rfft2 of an odd square kernel centred at the origin of a ``ph x pw`` grid."""
-    ks = kernel.shape[-1]
-    kpad = torch.zeros(ph, pw, device=kernel.device, dtype=kernel.dtype)
-    kpad[:ks, :ks] = kernel
-    return torch.fft.rfft2(torch.roll(kpad, shifts=(-(ks // 2), -(ks // 2)), dims=(0, 1)))
-
-
-def fft_blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Zero-padded (non-wrapping) 2-D convolution of ``x [B,C,H,W]`` with an odd square kernel."""
-    h, w = x.shape[-2:]
-    ks = kernel.shape[-1]
-    if ks == 1:
-        return x * kernel.reshape(())
-    ph, pw = fft_size(h, w, ks // 2)
-    xf = torch.fft.rfft2(x, s=(ph, pw))
-    out = torch.fft.irfft2(xf * kernel_spectrum(kernel.to(x.device, x.dtype), ph, pw), s=(ph, pw))
-    return out[..., :h, :w]
-
-
-def radius_grid(max_radius: float, fine_step: float = 0.5, fine_until: float = 3.0, rel_step: float = 0.12) -> list[float]:
-    """Non-negative layer radii: ``fine_step`` apart up to ``fine_until``, then growing by ``rel_step``."""
-    grid = [0.0]
-    r = 0.0
-    while r < max_radius - 1e-6:
-        r = r + fine_step if r < fine_until - 1e-6 else r * (1.0 + rel_step)
-        grid.append(r)
-    return grid
+from .checks import depth_batch, image_batch, k_table, map_like, number, per_item, per_item_rows
+from .psf import SupportBlur, radius_grid, with_support
+from .types import ProgressFn
 
 
 # --------------------------------------------------------------------------- confidence smoothing
@@ -263,15 +82,14 @@ def _blur_layer(premult: torch.Tensor, radius: float, scale: int, blades: int, r
     "transparent" (a blurred layer stays opaque up to the border)."""
     if radius <= 0:
         return premult
-    b, _, h, w = premult.shape
-    x = torch.cat([premult, torch.ones_like(premult[:, :1])], 1)
+    h, w = premult.shape[-2:]
+    x = with_support(premult)
     kernel_radius = radius / scale
     if scale > 1:
         ph, pw = (-h) % scale, (-w) % scale
         x = F.pad(x, (0, pw, 0, ph)) if (ph or pw) else x
         x = F.avg_pool2d(x, scale)
-    x = fft_blur(x, aperture_kernel(kernel_radius, blades, rotation, x.device, x.dtype))
-    x = x[:, :4] / x[:, 4:].clamp_min(1e-6)
+    x = SupportBlur(x, kernel_radius)(kernel_radius, blades, rotation)
     if scale > 1:
         x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)[..., :h, :w]
     return x
@@ -314,20 +132,19 @@ def render_bokeh(image: torch.Tensor, disparity: torch.Tensor, k, focus_disparit
     background, so a blurred foreground's rim shows background instead of its own colour).
     Returns ``[B,H,W,3]`` 0..1.
     """
-    image = check_image(image)
-    disparity = check_disparity(disparity, image)
+    image = image_batch(image)
+    disparity = map_like(disparity, image, "disparity", allow_negative=False)
     b, h, w, _ = image.shape
     dev = image.device
-    kk = batch_scalar("k", k, b, dev, positive=True)
-    fd = batch_scalar("focus_disparity", focus_disparity, b, dev, allow_zero=False)
-    if gamma <= 0 or not math.isfinite(gamma):
-        raise ValueError(f"gamma must be > 0 (2.2 = sRGB-like, 1 = blur the values as they are), got {gamma}")
+    kk = per_item("k", k, b, dev, positive=True)
+    fd = per_item("focus_disparity", focus_disparity, b, dev, allow_negative=False)
+    number("gamma", gamma, "> 0 (2.2 = sRGB-like, 1 = blur the values as they are)")
     if blades and not (3 <= int(blades) <= 32):
         raise ValueError(f"blades must be 0 (round) or 3..32, got {blades}")
 
     signed = kk.view(b, 1, 1) * (disparity - fd.view(b, 1, 1))  # > 0: in front of the focal plane
     if confidence is not None:
-        conf = check_disparity(confidence, image, name="confidence")
+        conf = map_like(confidence, image, "confidence", allow_negative=False)
         signed = smooth_radius_field(signed, conf.clamp(0, 1), image)
     if max_radius is not None:
         signed = signed.clamp(-float(max_radius), float(max_radius))
@@ -376,47 +193,32 @@ def render_bokeh(image: torch.Tensor, disparity: torch.Tensor, k, focus_disparit
     return out.permute(0, 2, 3, 1).contiguous()
 
 
-def batch_values(name: str, values, b: int, device) -> torch.Tensor:
-    """A list of numbers shared by the batch, or ``[B,N]`` -> finite ``[b, N]``."""
-    t = torch.as_tensor(values, dtype=torch.float32, device=device)
-    if t.ndim == 0:
-        t = t.reshape(1)
-    if t.ndim == 1:
-        t = t.unsqueeze(0).expand(b, -1)
-    if t.ndim != 2 or t.shape[0] != b or t.shape[1] == 0:
-        raise ValueError(f"{name} must be a list of numbers (or [B,N]), got shape {tuple(t.shape)}")
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} must be finite numbers")
-    return t
-
-
 def bokeh_stack(image: torch.Tensor, disparity: torch.Tensor, k_values, focus_disparity,
                 callback: ProgressFn = None, **options) -> torch.Tensor:
     """Fixed focus, swept aperture: ``[B,N,H,W,3]``, one frame per ``K``."""
-    image = check_image(image)
-    ks = batch_values("k_values", k_values, image.shape[0], image.device)
-    if bool((ks <= 0).any()):
-        raise ValueError(f"k_values must all be > 0 (K is a blur strength in px*m), got {ks[0].tolist()}")
-    n = ks.shape[1]
-    frames = []
-    for i in range(n):
-        frames.append(render_bokeh(image, disparity, ks[:, i], focus_disparity, **options))
-        if callback is not None:
-            callback(i + 1, n)
-    return torch.stack(frames, 1)
+    image = image_batch(image)
+    b = image.shape[0]
+    ks = k_table(k_values, b, device=image.device)
+    fds = per_item("focus_disparity", focus_disparity, b, image.device, allow_negative=False)
+    return _frames(image, disparity, ks, fds.unsqueeze(1).expand_as(ks), callback, options)
 
 
 def focus_stack(image: torch.Tensor, disparity: torch.Tensor, focus_disparities, k,
                 callback: ProgressFn = None, **options) -> torch.Tensor:
     """Fixed aperture, swept focus (uniform steps in disparity): ``[B,N,H,W,3]``."""
-    image = check_image(image)
-    fds = batch_values("focus_disparities", focus_disparities, image.shape[0], image.device)
-    if bool((fds < 0).any()):
-        raise ValueError("focus_disparities must be >= 0 (1/m)")
-    n = fds.shape[1]
+    image = image_batch(image)
+    b = image.shape[0]
+    fds = per_item_rows("focus_disparities", focus_disparities, b, image.device, allow_negative=False)
+    ks = per_item("k", k, b, image.device, positive=True)
+    return _frames(image, disparity, ks.unsqueeze(1).expand_as(fds), fds, callback, options)
+
+
+def _frames(image, disparity, ks: torch.Tensor, fds: torch.Tensor, callback: ProgressFn, options) -> torch.Tensor:
+    """One frame per column of ``ks`` and ``fds`` ``[B,N]``: ``[B,N,H,W,3]``."""
+    n = ks.shape[1]
     frames = []
     for i in range(n):
-        frames.append(render_bokeh(image, disparity, k, fds[:, i], **options))
+        frames.append(render_bokeh(image, disparity, ks[:, i], fds[:, i], **options))
         if callback is not None:
             callback(i + 1, n)
     return torch.stack(frames, 1)
@@ -424,10 +226,10 @@ def focus_stack(image: torch.Tensor, disparity: torch.Tensor, focus_disparities,
 
 def uniform_focus_disparities(disparity: torch.Tensor, n: int, margin: float = 0.0) -> torch.Tensor:
     """``n`` focus disparities per batch item spread uniformly over the scene's disparity range
-    (seed 004: a focus sweep uniform in disparity is uniform in blur). ``[B, n]``."""
+    (a focus sweep uniform in disparity is uniform in blur). ``[B, n]``."""
     if n < 1:
         raise ValueError(f"n (frames) must be >= 1, got {n}")
-    d = disparity.reshape(disparity.shape[0], -1)
+    d = depth_batch(disparity, "disparity").flatten(1)
     lo, hi = d.amin(1), d.amax(1)
     span = hi - lo
     lo, hi = lo + margin * span, hi - margin * span

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from . import render
+from .images import save_rgb
+from .types import DepthMap
 
 F_NUMBER_RANGE = (1.4, 22.0)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
@@ -47,6 +49,17 @@ class Scene:
     @property
     def focus_m(self) -> float:
         return 1.0 / self.focus_disparity
+
+    @property
+    def settings(self) -> dict:
+        """Seed, size, the sampled lens settings and the layers' parameters (JSON-ready)."""
+        return {"seed": self.seed, "size": int(self.image.shape[2]), "k_values": self.k_values,
+                "f_numbers": self.f_numbers, "focus_m": self.focus_m, "focus_disparity": self.focus_disparity,
+                **self.meta}
+
+    def depth_map(self) -> DepthMap:
+        """The ground-truth metric depth as a DepthMap."""
+        return DepthMap(depth=self.depth, meta={"source": "synthetic", "seed": self.seed})
 
     def render(self, k: float, **options) -> torch.Tensor:
         return render.render_bokeh(self.image, self.disparity, k, self.focus_disparity, **options)
@@ -215,18 +228,6 @@ def make_scene(seed: int = 0, size: int = 256, n_k: int = 3, foreground: Optiona
                  f_numbers=[f_number_for_k(k, k_max) for k in ks], seed=int(seed), meta=meta)
 
 
-def save_png(path: str, image: torch.Tensor, quality: Optional[int] = None) -> None:
-    """Write ``[H,W,3]`` 0..1 as 8-bit (``quality`` for JPEG paths)."""
-    from PIL import Image
-
-    arr = (image.clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-    im = Image.fromarray(arr)
-    if quality is None:
-        im.save(path)
-    else:
-        im.save(path, quality=quality)
-
-
 def generate_dataset(out_dir: str, n: int, size: int = 256, seed: int = 0, n_k: int = 3,
                      foreground_dir: Optional[str] = None, background_dir: Optional[str] = None,
                      jpeg_quality: int = 95, callback: Optional[Callable[[int, int], None]] = None,
@@ -246,11 +247,11 @@ def generate_dataset(out_dir: str, n: int, size: int = 256, seed: int = 0, n_k: 
                            background=bgs[s % len(bgs)] if bgs else None)
         sid = f"{s:06d}"
         aif_rel, depth_rel = f"aif/{sid}.png", f"depth/{sid}.npy"
-        save_png(os.path.join(out_dir, aif_rel), scene.image[0])
+        save_rgb(os.path.join(out_dir, aif_rel), scene.image[0])
         np.save(os.path.join(out_dir, depth_rel), scene.disparity[0].numpy().astype(np.float32))
         for j, (k, fn) in enumerate(zip(scene.k_values, scene.f_numbers)):
             img_rel = f"images/{sid}_{j}.jpg"
-            save_png(os.path.join(out_dir, img_rel), scene.render(k, **opts)[0], quality=jpeg_quality)
+            save_rgb(os.path.join(out_dir, img_rel), scene.render(k, **opts)[0], quality=jpeg_quality)
             meta = {"id": f"{sid}_{j}", "aif": aif_rel, "depth": depth_rel, "image": img_rel,
                     "depth_kind": "disparity (1/m); metric depth = 1/disparity",
                     "K": k, "d_f": scene.focus_disparity, "focus_m": scene.focus_m, "f_number": fn,

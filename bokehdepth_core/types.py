@@ -1,11 +1,14 @@
-"""Values that travel between stages: a bokeh stack and a metric depth map."""
+"""Values that travel between stages: a bokeh stack and a metric depth map; the progress callback."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
+
+# ``callback(done, total)`` for long work; it may raise to abort.
+ProgressFn = Optional[Callable[[int, int], None]]
 
 
 @dataclass

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-
-from ..bokehdepth_core import optics
+from ..bokehdepth_core import exif, optics
 from . import comfy_seam as seam
-from .common import K_LIST, category
+from .common import K_LIST, category, image_size, image_size_inputs
 
 _K_OUT = ("FLOAT", "FLOAT", "FLOAT", "STRING")
 _K_NAMES = ("K", "K_512", "K_crop", "summary")
@@ -45,15 +42,12 @@ class BokehKFromLens:
 
     @classmethod
     def INPUT_TYPES(cls):
-        req = _lens_inputs(optional_zero=False)
-        req["width"] = ("INT", {"default": 1024, "min": 1, "max": 16384, "tooltip": "Image width in pixels (ignored when an image is connected)."})
-        req["height"] = ("INT", {"default": 1024, "min": 1, "max": 16384, "tooltip": "Image height in pixels (ignored when an image is connected)."})
+        req = {**_lens_inputs(optional_zero=False), **image_size_inputs()}
         return {"required": req,
                 "optional": {"image": ("IMAGE", {"tooltip": "Take width and height from this image."})}}
 
     def calibrate(self, f_number, focal_length_mm, focal_length_35mm, focus_distance_m, width, height, image=None):
-        if image is not None:
-            height, width = int(image.shape[1]), int(image.shape[2])
+        _, width, height = image_size(image, width, height)
         cal = optics.calibrate(f_number, focal_length_mm, focal_length_35mm, focus_distance_m, width, height)
         return (cal.k, cal.k_512, cal.k_crop, cal.summary())
 
@@ -87,19 +81,13 @@ class BokehKFromExif:
         return seam.validate_input_file(image, "image file")
 
     def calibrate(self, image, f_number, focal_length_mm, focal_length_35mm, focus_distance_m, sensor_width_mm):
-        from PIL import Image, ImageOps
-
-        path = seam.input_path(image)
-        info = optics.read_lens_exif(path)
+        info, pixels = exif.read_photo(seam.input_path(image))
         given = lambda v: float(v) if v and v > 0 else None  # noqa: E731 - 0 means "use EXIF"
-        cal = optics.calibrate_from_exif(info, f_number=given(f_number), focal_mm=given(focal_length_mm),
-                                         focal_35mm=given(focal_length_35mm), focus_m=given(focus_distance_m),
-                                         sensor_width_mm=given(sensor_width_mm))
-        with Image.open(path) as img:
-            rgb = ImageOps.exif_transpose(img).convert("RGB")
-        pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)[None]
+        cal = exif.calibrate_from_exif(info, f_number=given(f_number), focal_mm=given(focal_length_mm),
+                                       focal_35mm=given(focal_length_35mm), focus_m=given(focus_distance_m),
+                                       sensor_width_mm=given(sensor_width_mm))
         est = "; ".join(f"{k}: {v}" for k, v in cal.estimated.items()) or "all values read from EXIF"
-        return (cal.k, cal.k_512, cal.k_crop, cal.summary(), est, pixels)
+        return (cal.k, cal.k_512, cal.k_crop, cal.summary(), est, pixels.to(seam.intermediate_device()))
 
 
 class BokehKList:
@@ -122,9 +110,7 @@ class BokehKList:
         }}
 
     def make(self, mode, k_list, k_min, k_max, k_step):
-        if mode not in ("list", "range"):
-            raise ValueError(f"mode must be 'list' or 'range', got {mode!r}")
-        values = optics.parse_k_list(k_list) if mode == "list" else optics.k_range(k_min, k_max, k_step)
+        values = optics.k_list(mode, k_list, k_min, k_max, k_step)
         return (values, ", ".join(f"{v:g}" for v in values))
 
 

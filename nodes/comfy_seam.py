@@ -174,14 +174,20 @@ def input_exists(name: str) -> bool:
     return os.path.exists(input_path(name))
 
 
-def list_input_images() -> list[str]:
+def list_input_files(extensions=None) -> list[str]:
+    """Files at the top of the input folder, those ending in one of ``extensions`` when given."""
     root = input_directory()
     if not os.path.isdir(root):
         return []
-    files = [f for f in os.listdir(root) if os.path.isfile(os.path.join(root, f))]
+    return sorted(f for f in os.listdir(root) if os.path.isfile(os.path.join(root, f))
+                  and (extensions is None or f.lower().endswith(tuple(extensions))))
+
+
+def list_input_images() -> list[str]:
+    files = list_input_files()
     if IN_COMFY:
         return sorted(_fp.filter_files_content_types(files, ["image"]))
-    return sorted(f for f in files if f.lower().endswith((".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")))
+    return [f for f in files if f.lower().endswith((".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"))]
 
 
 def output_directory() -> str:

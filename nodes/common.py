@@ -1,4 +1,6 @@
-"""Socket type names and the category root shared by every node family."""
+"""Socket type names, the category root and input helpers shared by the node families."""
+
+from ..bokehdepth_core.types import DepthMap
 
 CATEGORY = "BokehDepth"
 
@@ -13,3 +15,37 @@ BOKEH_ADAPTER = "BOKEH_ADAPTER"  # bokehdepth_core.stage1.BokehAdapter
 
 def category(sub: str = "") -> str:
     return f"{CATEGORY}/{sub}" if sub else CATEGORY
+
+
+def expect(value, kind: type, name: str, socket: str, hint: str = ""):
+    """The value of an input socket, or a clear error when something else is connected to it."""
+    if not isinstance(value, kind):
+        raise ValueError(f"{name} must be a {socket}{hint}, got {type(value).__name__}")
+    return value
+
+
+def depth_map(value, name: str = "depth"):
+    """The DepthMap on a ``METRIC_DEPTH`` input."""
+    return expect(value, DepthMap, name, DEPTH, " (connect a depth model, Load Depth or Synthetic Bokeh Scene)")
+
+
+def image_major(frames):
+    """Stack frames ``[B,N,H,W,3]`` as one IMAGE batch ``[B*N,H,W,3]``: image 0's frames first."""
+    return frames.reshape(-1, *frames.shape[2:])
+
+
+def image_size_inputs() -> dict:
+    """Width and height widgets, overridden by a connected image (see :func:`image_size`)."""
+    return {
+        "width": ("INT", {"default": 1024, "min": 1, "max": 16384,
+                          "tooltip": "Image width in pixels (ignored when an image is connected)."}),
+        "height": ("INT", {"default": 1024, "min": 1, "max": 16384,
+                           "tooltip": "Image height in pixels (ignored when an image is connected)."}),
+    }
+
+
+def image_size(image, width: int, height: int) -> tuple[int, int, int]:
+    """(batch, width, height): the connected image's, else 1 and the widgets'."""
+    if image is None:
+        return 1, int(width), int(height)
+    return int(image.shape[0]), int(image.shape[2]), int(image.shape[1])

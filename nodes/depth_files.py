@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 from ..bokehdepth_core import depth_io
+from ..bokehdepth_core.images import save_rgb
 from ..bokehdepth_core.types import DepthMap
 from . import comfy_seam as seam
-from .common import DEPTH, category
+from .common import DEPTH, category, depth_map
 
-DEPTH_FILE_EXTENSIONS = (".npy", ".npz", ".png", ".tif", ".tiff", ".jpg", ".jpeg", ".webp", ".bmp")
+
+def _near_far_inputs(near_tip: str, far_tip: str):
+    return {"near_m": ("FLOAT", {"default": 0.5, "min": 0.001, "max": 100000.0, "step": 0.01, "tooltip": near_tip}),
+            "far_m": ("FLOAT", {"default": 20.0, "min": 0.002, "max": 100000.0, "step": 0.1, "tooltip": far_tip})}
 
 
 def _range_inputs():
@@ -19,10 +21,8 @@ def _range_inputs():
         "range_mode": (list(depth_io.RANGE_MODES), {"default": "percentile",
                        "tooltip": "Colour range per image: 2nd..98th percentile of valid depth (robust), min..max, "
                                   "or the fixed near/far below (comparable across images)."}),
-        "near_m": ("FLOAT", {"default": 0.5, "min": 0.001, "max": 100000.0, "step": 0.01,
-                             "tooltip": "Nearest depth in metres for the 'fixed' range (gets the warm/bright end)."}),
-        "far_m": ("FLOAT", {"default": 20.0, "min": 0.002, "max": 100000.0, "step": 0.1,
-                            "tooltip": "Farthest depth in metres for the 'fixed' range (gets the cool/dark end)."}),
+        **_near_far_inputs("Nearest depth in metres for the 'fixed' range (gets the warm/bright end).",
+                           "Farthest depth in metres for the 'fixed' range (gets the cool/dark end)."),
         "inverse_depth": ("BOOLEAN", {"default": True,
                                       "tooltip": "Spread colours evenly in 1/depth (more detail up close, as depth "
                                                  "models are usually shown); off = evenly in metres."}),
@@ -32,11 +32,6 @@ def _range_inputs():
 def _preview(dm: DepthMap, cmap="Spectral", inverse=True, ranges=None):
     img = depth_io.colorize(dm.depth, cmap=cmap, inverse=inverse, ranges=ranges)
     return img.to(seam.intermediate_device())
-
-
-def _check_depth(depth, name="depth"):
-    if not isinstance(depth, DepthMap):
-        raise ValueError(f"{name} must be a METRIC_DEPTH (connect a depth node's depth output), got {type(depth).__name__}")
 
 
 class DepthPreview:
@@ -58,10 +53,9 @@ class DepthPreview:
         return {"required": req}
 
     def preview(self, depth, colormap, range_mode, near_m, far_m, inverse_depth):
-        _check_depth(depth)
         if range_mode == "fixed" and not near_m < far_m:
             raise ValueError(f"near_m ({near_m}) must be smaller than far_m ({far_m}) for the 'fixed' range")
-        ranges = depth_io.depth_range(depth.depth, range_mode, near_m, far_m)
+        ranges = depth_io.depth_range(depth_map(depth).depth, range_mode, near_m, far_m)
         img = _preview(depth, colormap, bool(inverse_depth), ranges)
         text = "; ".join(f"#{i}: {lo:.4g}..{hi:.4g} m" for i, (lo, hi) in enumerate(ranges))
         return (img, text)
@@ -94,35 +88,22 @@ class SaveDepth:
         }}
 
     def save(self, depth, filename_prefix, format, png_encoding, sidecar, preview):  # noqa: A002 - widget name
-        _check_depth(depth)
         ext = depth_io.extension_for(format)
-        b, h, w = depth.depth.shape
+        b, h, w = depth_map(depth).depth.shape
         folder, base, counter, subfolder = seam.save_path(filename_prefix, w, h)
         colour = _preview(depth) if preview else None
         images, files = [], []
         for i in range(b):
             seam.check_interrupt()
-            stem = f"{base}_{counter + i:05}_"
-            files += depth_io.save_depth(os.path.join(folder, stem + ext), depth, format, index=i,
-                                         encoding=png_encoding, sidecar=bool(sidecar),
-                                         source=str(depth.meta.get("source", "")))
+            stem = os.path.join(folder, f"{base}_{counter + i:05}_")
+            files += depth_io.save_depth(stem + ext, depth, format, index=i, encoding=png_encoding,
+                                         sidecar=bool(sidecar), source=str(depth.meta.get("source", "")))
             if colour is not None:
-                from PIL import Image
-
-                name = stem + "preview.png"
-                rgb = (colour[i].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-                Image.fromarray(rgb).save(os.path.join(folder, name))
-                images.append({"filename": name, "subfolder": subfolder, "type": "output"})
+                save_rgb(stem + "preview.png", colour[i])
+                images.append({"filename": os.path.basename(stem) + "preview.png", "subfolder": subfolder,
+                               "type": "output"})
         seam.log.info("BokehDepth: saved %d depth file(s): %s", b, ", ".join(os.path.basename(f) for f in files))
         return {"ui": {"images": images}}
-
-
-def _depth_files() -> list[str]:
-    root = seam.input_directory()
-    if not os.path.isdir(root):
-        return []
-    return sorted(f for f in os.listdir(root)
-                  if os.path.isfile(os.path.join(root, f)) and f.lower().endswith(DEPTH_FILE_EXTENSIONS))
 
 
 def _mapping_inputs(modes, default_mode):
@@ -135,10 +116,8 @@ def _mapping_inputs(modes, default_mode):
         "scale": ("FLOAT", {"default": 1.0, "min": 0.000001, "max": 100000.0, "step": 0.001,
                             "tooltip": "metric mode: metres per stored unit (0.001 for millimetre PNGs, 0.00390625 = "
                                        "1/256 for KITTI, 1 for float metres)."}),
-        "near_m": ("FLOAT", {"default": 0.5, "min": 0.001, "max": 100000.0, "step": 0.01,
-                             "tooltip": "disparity/depth modes: metres that the nearest value means."}),
-        "far_m": ("FLOAT", {"default": 20.0, "min": 0.002, "max": 100000.0, "step": 0.1,
-                            "tooltip": "disparity/depth modes: metres that the farthest value means."}),
+        **_near_far_inputs("disparity/depth modes: metres that the nearest value means.",
+                           "disparity/depth modes: metres that the farthest value means."),
     }
 
 
@@ -158,7 +137,7 @@ class LoadDepth:
 
     @classmethod
     def INPUT_TYPES(cls):
-        req = {"depth_file": (_depth_files(), {"image_upload": True,
+        req = {"depth_file": (seam.list_input_files(depth_io.READ_EXTENSIONS), {"image_upload": True,
                               "tooltip": "A depth file in ComfyUI's input folder (.npy, .npz, .png, .tif; "
                                          "upload images here, copy .npy/.npz files into the folder)."})}
         req.update(_mapping_inputs(depth_io.LOAD_MODES, "auto"))

@@ -6,11 +6,10 @@ import os
 
 import torch
 
-from ..bokehdepth_core import optics, pointcloud
 from ..bokehdepth_core import camera as cam
-from ..bokehdepth_core.types import DepthMap
+from ..bokehdepth_core import pointcloud
 from . import comfy_seam as seam
-from .common import CAMERA, DEPTH, category
+from .common import CAMERA, DEPTH, category, depth_map, image_size, image_size_inputs
 
 MODES = {
     "35mm-equivalent focal length": "f35",
@@ -39,10 +38,7 @@ class CameraIntrinsics:
             "required": {
                 "mode": (list(MODES), {"default": "35mm-equivalent focal length",
                                        "tooltip": "Where the focal length comes from."}),
-                "width": ("INT", {"default": 1024, "min": 1, "max": 16384,
-                                  "tooltip": "Image width in pixels (ignored when an image is connected)."}),
-                "height": ("INT", {"default": 1024, "min": 1, "max": 16384,
-                                   "tooltip": "Image height in pixels (ignored when an image is connected)."}),
+                **image_size_inputs(),
                 "focal_length_35mm": ("FLOAT", {"default": 35.0, "min": 1.0, "max": 5000.0, "step": 0.1,
                                                 "tooltip": "35 mm-equivalent focal length in mm "
                                                            "(mode '35mm-equivalent')."}),
@@ -76,49 +72,12 @@ class CameraIntrinsics:
              image=None, photo=""):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
-        b = 1
-        if image is not None:
-            b, height, width = int(image.shape[0]), int(image.shape[1]), int(image.shape[2])
-        how = MODES[mode]
-        if how == "f35":
-            k = cam.intrinsics_from_lens(width, height, focal_35mm=focal_length_35mm, batch=b)
-            src = f"{focal_length_35mm:g} mm (35 mm equiv.)"
-        elif how == "sensor":
-            k = cam.intrinsics_from_lens(width, height, focal_mm=focal_length_mm, sensor_width_mm=sensor_width_mm,
-                                         batch=b)
-            src = f"{focal_length_mm:g} mm on a {sensor_width_mm:g} mm wide sensor"
-        elif how == "exif":
-            if not photo or not photo.strip():
-                raise ValueError("photo: give the file name of a photo in ComfyUI's input folder for mode 'photo EXIF'")
-            path = seam.input_path(photo.strip())
-            info = optics.read_lens_exif(path)
-            k = cam.intrinsics_from_exif(info, width, height, batch=b)
-            src = f"EXIF of {os.path.basename(path)} ({info.summary()})"
-        elif how == "manual":
-            k = cam.intrinsics_matrix(fx, fy, cx if cx >= 0 else 0.5 * width,
-                                      cy if cy >= 0 else 0.5 * height).expand(b, 3, 3).clone()
-            src = "manual"
-        else:
-            k = cam.default_camera(width, height, b)
-            src = "authors' guess"
-        cam.check_camera(k, b)
-        k0 = k[0]
-        summary = (f"fx={k0[0, 0]:.2f} fy={k0[1, 1]:.2f} cx={k0[0, 2]:.2f} cy={k0[1, 2]:.2f} px for "
-                   f"{width}x{height} ({src})")
-        return (k, summary)
-
-
-def _unit_confidence(depth: DepthMap):
-    """The depth's confidence scaled to 0..1 per image (float32), or None."""
-    if depth.confidence is None:
-        return None
-    conf = depth.confidence.float()
-    return conf / conf.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
-
-
-def _check_depth(depth):
-    if not isinstance(depth, DepthMap):
-        raise ValueError(f"depth must be a METRIC_DEPTH (from a depth node), got {type(depth).__name__}")
+        b, width, height = image_size(image, width, height)
+        photo = photo.strip() if photo else ""
+        k, source = cam.intrinsics_for(MODES[mode], width, height, b, focal_35mm=focal_length_35mm,
+                                       focal_mm=focal_length_mm, sensor_width_mm=sensor_width_mm, fx=fx, fy=fy,
+                                       cx=cx, cy=cy, photo=seam.input_path(photo) if photo else None)
+        return (k, f"{cam.describe_intrinsics(k, width, height)} ({source})")
 
 
 class DepthCamera:
@@ -137,19 +96,14 @@ class DepthCamera:
         return {"required": {"depth": (DEPTH, {"tooltip": "Depth from 'Estimate Depth' with a UniDepthV2 model."})}}
 
     def split(self, depth):
-        _check_depth(depth)
+        depth = depth_map(depth)
         if depth.intrinsics is None:
             raise ValueError("this depth carries no intrinsics (only UniDepthV2 predicts a camera): use "
                              "'Camera Intrinsics' to give one")
         k = depth.intrinsics.float()
-        conf = _unit_confidence(depth)
-        if conf is None:
-            conf = torch.ones_like(depth.depth)
-        w = depth.depth.shape[-1]
-        lines = [f"#{i}: fx={k[i, 0, 0]:.2f} fy={k[i, 1, 1]:.2f} cx={k[i, 0, 2]:.2f} cy={k[i, 1, 2]:.2f} px, "
-                 f"horizontal FoV {2 * torch.atan(w / (2 * k[i, 0, 0])).rad2deg():.1f} deg"
-                 for i in range(k.shape[0])]
-        return (k, conf, "\n".join(lines))
+        conf = pointcloud.unit_confidence(depth)
+        h, w = depth.depth.shape[-2:]
+        return (k, torch.ones_like(depth.depth) if conf is None else conf, cam.describe_intrinsics(k, w, h))
 
 
 class SavePointCloud:
@@ -188,35 +142,12 @@ class SavePointCloud:
         }
 
     def save(self, depth, image, filename_prefix, stride, max_depth_m, min_confidence, coordinates, camera=None):
-        _check_depth(depth)
-        d = depth.depth.float().cpu()
-        b, h, w = d.shape
-        if image.shape[0] not in (1, b):
-            raise ValueError(f"image batch {image.shape[0]} does not match the depth batch {b}")
-        if camera is not None:
-            points = pointcloud.depth_to_points(d, torch.as_tensor(camera).float().cpu())
-            how = "connected camera"
-        elif isinstance(depth.meta.get("points"), torch.Tensor) and tuple(depth.meta["points"].shape) == (b, h, w, 3):
-            points = depth.meta["points"].float().cpu()
-            how = "model's own 3-D points"
-        elif depth.intrinsics is not None:
-            points = pointcloud.depth_to_points(d, depth.intrinsics.float().cpu())
-            how = "predicted camera"
-        else:
-            raise ValueError("camera: this depth has no intrinsics (only UniDepthV2 predicts them); connect a "
-                             "'Camera Intrinsics' node")
-        conf = _unit_confidence(depth)
+        b, h, w = depth_map(depth).depth.shape
         folder, base, counter, _subfolder = seam.save_path(filename_prefix, w, h)
-        paths = []
-        for i in range(b):
-            seam.check_interrupt()
-            xyz, rgb, c = pointcloud.point_cloud(points[i], image[min(i, image.shape[0] - 1)],
-                                                 None if conf is None else conf[i].cpu(), stride=int(stride),
-                                                 max_depth=float(max_depth_m), min_confidence=float(min_confidence),
-                                                 coordinates=coordinates)
-            path = os.path.join(folder, f"{base}_{counter + i:05}_.ply")
-            pointcloud.write_ply(path, xyz, rgb, c, comment=f"BokehDepth point cloud ({how}, {coordinates} axes, m)")
-            paths.append(path)
+        paths = [os.path.join(folder, f"{base}_{counter + i:05}_.ply") for i in range(b)]
+        pointcloud.write_point_clouds(paths, depth, image, camera, stride=stride, max_depth=max_depth_m,
+                                      min_confidence=min_confidence, coordinates=coordinates,
+                                      callback=seam.Progress(b).callback)
         seam.log.info("BokehDepth: saved %d point cloud(s): %s", b, ", ".join(os.path.basename(p) for p in paths))
         text = "\n".join(paths)
         return {"ui": {"text": [text]}, "result": (text,)}

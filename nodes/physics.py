@@ -5,24 +5,30 @@ from __future__ import annotations
 
 import json
 
-import torch
-
-from ..bokehdepth_core import dfb, metrics, render, synthetic
-from ..bokehdepth_core.types import BokehStack, DepthMap
+from ..bokehdepth_core import bokeh_from_depth, dfb, focus, metrics, synthetic
+from ..bokehdepth_core.types import BokehStack
 from . import comfy_seam as seam
-from .common import BOKEH_STACK, DEPTH, K_LIST, category
+from .common import BOKEH_STACK, DEPTH, K_LIST, category, depth_map, expect, image_major
 
 CAT = category("Physics")
 
 
 def _focus_inputs():
     return {
-        "focus_mode": (list(render.FOCUS_MODES), {"default": "distance", "tooltip":
+        "focus_mode": (list(focus.FOCUS_MODES), {"default": "distance", "tooltip":
                        "distance: use focus_distance_m. auto (median): median depth (under focus_mask if given). "
                        "auto (edges): depth of the image's sharpest edges."}),
         "focus_distance_m": ("FLOAT", {"default": 2.0, "min": 0.01, "max": 10000.0, "step": 0.01,
                                        "tooltip": "Distance (m) of the in-focus plane in 'distance' mode."}),
     }
+
+
+def _scene_inputs(image_tip: str = "All-in-focus image(s).", depth_tip: str = "Metric depth in metres."):
+    return {"image": ("IMAGE", {"tooltip": image_tip}), "depth": (DEPTH, {"tooltip": depth_tip})}
+
+
+def _k_input(tip: str):
+    return ("FLOAT", {"default": 20.0, "min": 0.01, "max": 1000.0, "step": 0.5, "tooltip": tip})
 
 
 def _look_inputs():
@@ -38,17 +44,11 @@ def _look_inputs():
     }
 
 
-def _depth_for(image: torch.Tensor, depth: DepthMap) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if not isinstance(depth, DepthMap):
-        raise ValueError("depth must be a METRIC_DEPTH (connect a depth model, Load Depth or Synthetic Bokeh Scene)")
-    return render.depth_for_image(depth.depth, image, depth.confidence)
-
-
 def _options(gamma, highlight, aperture_blades, blade_rotation):
     return {"gamma": gamma, "highlight": highlight, "blades": aperture_blades, "blade_rotation": blade_rotation}
 
 
-def _to_out(t: torch.Tensor) -> torch.Tensor:
+def _to_out(t):
     return t.to(seam.intermediate_device())
 
 
@@ -63,12 +63,8 @@ class BokehRenderFromDepth:
 
     @classmethod
     def INPUT_TYPES(cls):
-        req = {
-            "image": ("IMAGE", {"tooltip": "All-in-focus image(s)."}),
-            "depth": (DEPTH, {"tooltip": "Metric depth in metres (resized to the image if needed)."}),
-            "K": ("FLOAT", {"default": 20.0, "min": 0.01, "max": 1000.0, "step": 0.5,
-                            "tooltip": "Bokeh strength K (px*m) at this image's width, e.g. from Bokeh K from Lens."}),
-        }
+        req = _scene_inputs(depth_tip="Metric depth in metres (resized to the image if needed).")
+        req["K"] = _k_input("Bokeh strength K (px*m) at this image's width, e.g. from Bokeh K from Lens.")
         req.update(_focus_inputs())
         req.update(_look_inputs())
         req["use_confidence"] = ("BOOLEAN", {"default": True, "tooltip":
@@ -78,14 +74,11 @@ class BokehRenderFromDepth:
 
     def render(self, image, depth, K, focus_mode, focus_distance_m, gamma, highlight, aperture_blades,
                blade_rotation, use_confidence, focus_mask=None):
-        d, conf = _depth_for(image, depth)
-        focus = render.resolve_focus(d, image, focus_mode, focus_distance_m, focus_mask)
-        dev = seam.torch_device()
-        bar = seam.Progress(1)  # the renderer reports its own layer count
-        out = render.render_bokeh(image.to(dev), (1.0 / d).to(dev), float(K), (1.0 / focus).to(dev),
-                                  confidence=conf.to(dev) if (use_confidence and conf is not None) else None,
-                                  callback=bar.callback, **_options(gamma, highlight, aperture_blades, blade_rotation))
-        return (_to_out(out), float(focus[0]))
+        out, used = bokeh_from_depth.render_from_depth(
+            image, depth_map(depth), float(K), focus_mode, focus_distance_m, mask=focus_mask,
+            use_confidence=bool(use_confidence), device=seam.torch_device(), callback=seam.Progress(1).callback,
+            **_options(gamma, highlight, aperture_blades, blade_rotation))
+        return (_to_out(out), float(used[0]))
 
 
 class BokehStackFromDepth:
@@ -99,31 +92,18 @@ class BokehStackFromDepth:
 
     @classmethod
     def INPUT_TYPES(cls):
-        req = {
-            "image": ("IMAGE", {"tooltip": "All-in-focus image(s); they become the stack's reference."}),
-            "depth": (DEPTH, {"tooltip": "Metric depth in metres."}),
-            "k_list": (K_LIST, {"tooltip": "K values, one frame each (from Bokeh K List or Synthetic Bokeh Scene)."}),
-        }
+        req = _scene_inputs("All-in-focus image(s); they become the stack's reference.")
+        req["k_list"] = (K_LIST, {"tooltip": "K values, one frame each (from Bokeh K List or Synthetic Bokeh Scene)."})
         req.update(_focus_inputs())
         req.update(_look_inputs())
         return {"required": req}
 
     def render(self, image, depth, k_list, focus_mode, focus_distance_m, gamma, highlight, aperture_blades, blade_rotation):
-        ks = [float(k) for k in k_list]
-        if not ks:
-            raise ValueError("k_list is empty: give at least one K")
-        d, _ = _depth_for(image, depth)
-        focus = render.resolve_focus(d, image, focus_mode, focus_distance_m)
-        dev = seam.torch_device()
-        bar = seam.Progress(len(ks))
-        opts = _options(gamma, highlight, aperture_blades, blade_rotation)
-        frames = render.bokeh_stack(image.to(dev), (1.0 / d).to(dev), ks, (1.0 / focus).to(dev),
-                                    callback=bar.callback, **opts)
-        frames = _to_out(frames)
-        stack = BokehStack(frames=frames, k_values=torch.tensor(ks), reference=_to_out(image.float()), source="render",
-                           meta={"focus_m": [float(f) for f in focus], "renderer": opts})
-        b, n = frames.shape[:2]
-        return (stack, frames.reshape(b * n, *frames.shape[2:]))
+        stack = bokeh_from_depth.bokeh_stack_from_depth(
+            image.to(seam.intermediate_device()), depth_map(depth), k_list, focus_mode, focus_distance_m,
+            device=seam.torch_device(), callback=seam.Progress(len(k_list)).callback,
+            **_options(gamma, highlight, aperture_blades, blade_rotation))
+        return (stack, image_major(stack.frames))
 
 
 class FocusStackFromDepth:
@@ -138,9 +118,8 @@ class FocusStackFromDepth:
     @classmethod
     def INPUT_TYPES(cls):
         req = {
-            "image": ("IMAGE", {"tooltip": "All-in-focus image(s)."}),
-            "depth": (DEPTH, {"tooltip": "Metric depth in metres."}),
-            "K": ("FLOAT", {"default": 20.0, "min": 0.01, "max": 1000.0, "step": 0.5, "tooltip": "Bokeh strength K (px*m), fixed aperture."}),
+            **_scene_inputs(),
+            "K": _k_input("Bokeh strength K (px*m), fixed aperture."),
             "frames": ("INT", {"default": 5, "min": 2, "max": 64, "tooltip": "Number of focus positions."}),
             "margin": ("FLOAT", {"default": 0.05, "min": 0.0, "max": 0.45, "step": 0.01,
                                  "tooltip": "Fraction of the disparity range left out at each end of the sweep."}),
@@ -149,16 +128,11 @@ class FocusStackFromDepth:
         return {"required": req}
 
     def render(self, image, depth, K, frames, margin, gamma, highlight, aperture_blades, blade_rotation):
-        d, _ = _depth_for(image, depth)
-        disp = 1.0 / d
-        fds = render.uniform_focus_disparities(disp, int(frames), margin)  # far to near
-        dev = seam.torch_device()
-        bar = seam.Progress(int(frames))
-        out = render.focus_stack(image.to(dev), disp.to(dev), fds.to(dev), float(K), callback=bar.callback,
-                                 **_options(gamma, highlight, aperture_blades, blade_rotation))
-        b, n = out.shape[:2]
-        text = "\n".join(f"[{i}] " + ", ".join(f"{1.0 / float(f):.3g} m" for f in row) for i, row in enumerate(fds))
-        return (_to_out(out.reshape(b * n, *out.shape[2:])), text)
+        out, focus_m = bokeh_from_depth.focus_stack_from_depth(
+            image, depth_map(depth), float(K), int(frames), margin, device=seam.torch_device(),
+            callback=seam.Progress(int(frames)).callback, **_options(gamma, highlight, aperture_blades, blade_rotation))
+        text = "\n".join(f"[{i}] " + ", ".join(f"{float(f):.3g} m" for f in row) for i, row in enumerate(focus_m))
+        return (_to_out(image_major(out)), text)
 
 
 class DepthFromBokehSweep:
@@ -190,29 +164,13 @@ class DepthFromBokehSweep:
         }}
 
     def estimate(self, bokeh_stack, focus_distance_m, side, max_radius, window, gamma, prior_depth=None):
-        if not isinstance(bokeh_stack, BokehStack):
-            raise ValueError("bokeh_stack must be a BOKEH_STACK (from Bokeh Stack from Depth or Stage-1)")
-        focus = focus_distance_m if focus_distance_m > 0 else bokeh_stack.meta.get("focus_m")
-        if focus is None:
-            raise ValueError("focus_distance_m is 0 and the stack does not record its focus: type the focus distance (m)")
-        if side == "prior depth":
-            if prior_depth is None:
-                raise ValueError("side is 'prior depth' but no prior_depth is connected")
-            h, w = bokeh_stack.frames.shape[2:4]
-            side = render.resize_to(prior_depth.depth.float(), h, w)
-        dev = seam.torch_device()
-        bar = seam.Progress(1)
-        res = dfb.depth_from_bokeh_sweep(bokeh_stack.reference.to(dev), bokeh_stack.frames.to(dev),
-                                         bokeh_stack.k_values.to(dev), focus,
-                                         side=side.to(dev) if isinstance(side, torch.Tensor) else side,
-                                         max_radius=max_radius or None, window=int(window), gamma=gamma,
-                                         callback=bar.callback)
-        report = dfb.linearity_report(res)
-        depth = DepthMap(depth=_to_out(res["depth"]), confidence=_to_out(res["confidence"]),
-                         meta={"source": "depth_from_bokeh_sweep", "focus_m": res["focus_m"].tolist(),
-                               "linearity": res["linearity_overall"].tolist()})
-        preview = _to_out(res["confidence"]).unsqueeze(-1).expand(-1, -1, -1, 3).contiguous()
-        return (depth, preview, report)
+        stack = expect(bokeh_stack, BokehStack, "bokeh_stack", BOKEH_STACK, " (from Bokeh Stack from Depth or Stage-1)")
+        depth, res = dfb.depth_from_stack(stack, focus_distance_m, side, prior_depth, device=seam.torch_device(),
+                                          max_radius=max_radius or None, window=int(window), gamma=gamma,
+                                          callback=seam.Progress(1).callback)
+        depth.depth, depth.confidence = _to_out(depth.depth), _to_out(depth.confidence)
+        preview = depth.confidence.unsqueeze(-1).expand(-1, -1, -1, 3).contiguous()
+        return (depth, preview, dfb.linearity_report(res))
 
 
 class DepthMetricsNode:
@@ -238,15 +196,9 @@ class DepthMetricsNode:
         }}
 
     def measure(self, prediction, ground_truth, align, min_confidence, max_depth_m, mask=None):
-        for name, d in (("prediction", prediction), ("ground_truth", ground_truth)):
-            if not isinstance(d, DepthMap):
-                raise ValueError(f"{name} must be a METRIC_DEPTH")
-        pred, gt = prediction.depth.float(), ground_truth.depth.float().to(prediction.depth.device)
-        sel = None if mask is None else (mask.float().reshape(-1, *mask.shape[-2:]) > 0.5).to(pred.device)
-        if min_confidence > 0 and prediction.confidence is not None:
-            conf_ok = prediction.confidence.to(pred.device) >= min_confidence
-            sel = conf_ok if sel is None else conf_ok & sel
-        m = metrics.depth_metrics(pred, gt, sel, align=align, max_depth=max_depth_m if max_depth_m > 0 else float("inf"))
+        m = metrics.depth_metrics(depth_map(prediction, "prediction"), depth_map(ground_truth, "ground_truth"), mask,
+                                  align=align, max_depth=max_depth_m if max_depth_m > 0 else float("inf"),
+                                  min_confidence=min_confidence)
         return (metrics.format_depth_metrics(m), json.dumps(m))
 
 
@@ -272,12 +224,10 @@ class SyntheticBokehScene:
     def make(self, seed, size, num_k):
         scene = synthetic.make_scene(int(seed), int(size), int(num_k))
         k = scene.k_values[-1]
-        bokeh = scene.render(k)
-        depth = DepthMap(depth=_to_out(scene.depth), meta={"source": "synthetic", "seed": int(seed)})
-        settings = {"seed": int(seed), "size": int(size), "k_values": scene.k_values, "f_numbers": scene.f_numbers,
-                    "focus_m": scene.focus_m, "focus_disparity": scene.focus_disparity, **scene.meta}
-        return (_to_out(scene.image), depth, _to_out(bokeh), list(scene.k_values), float(k), float(scene.focus_m),
-                json.dumps(settings))
+        depth = scene.depth_map()
+        depth.depth = _to_out(depth.depth)
+        return (_to_out(scene.image), depth, _to_out(scene.render(k)), list(scene.k_values), float(k),
+                float(scene.focus_m), json.dumps(scene.settings))
 
 
 NODE_CLASS_MAPPINGS = {

@@ -100,3 +100,14 @@ def widget_inputs(cls):
             if isinstance(typ, list) or typ in WIDGET_TYPES:
                 out.append((name, typ, opts))
     return out
+
+
+def depth_with_holes(h: int = 24, w: int = 32, seed: int = 0) -> torch.Tensor:
+    """Two random depth maps ``[2,H,W]`` (0.4..30 m) with a NaN, an inf, a 0 and a negative pixel."""
+    g = torch.Generator().manual_seed(seed)
+    d = 0.4 + 30.0 * torch.rand(2, h, w, generator=g) ** 2
+    d[0, 0, 0] = float("nan")
+    d[0, 1, 1] = float("inf")
+    d[0, 2, 2] = 0.0
+    d[1, 3, 3] = -2.0
+    return d

@@ -48,3 +48,16 @@ def test_extension_import_leaves_diffusers_unloaded():
             "print([m for m in ('diffusers', 'transformers', 'peft') if m in sys.modules])")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path, capsys):
+    from bokehdepth_core import cli
+
+    assert cli.main(["calib", "--image", str(tmp_path / "missing.jpg")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: image file not found") and err.count("\n") == 1
+    (tmp_path / "junk.jpg").write_bytes(b"not an image")
+    assert cli.main(["calib", "--image", str(tmp_path / "junk.jpg")]) == 2
+    assert "junk.jpg" in capsys.readouterr().err
+    assert cli.main(["synth", "--out", str(tmp_path / "s"), "-n", "1", "--foregrounds", str(tmp_path / "nope")]) == 2
+    assert "folder not found" in capsys.readouterr().err

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from bokehdepth_core import dfb, render, synthetic
+from bokehdepth_core.types import BokehStack, DepthMap
 
 
 def _sweep(seed=3, size=128, flat_patch=False, r_max=20.0, ks=(8.0, 14.0, 20.0)):
@@ -93,3 +94,32 @@ def test_bad_input():
         dfb.depth_from_bokeh_sweep(ref, frames, [1.0, 2.0, 3.0], 2.0, side="left")
     with pytest.raises(ValueError, match="frames"):
         dfb.depth_from_bokeh_sweep(ref, torch.rand(1, 3, 32, 30, 3), [1.0, 2.0, 3.0], 2.0)
+    with pytest.raises(ValueError, match="at least 2"):
+        dfb.depth_from_bokeh_sweep(ref, [torch.rand(1, 32, 32, 3)], [1.0], 2.0)
+    with pytest.raises(ValueError, match="side prior depth map"):
+        dfb.depth_from_bokeh_sweep(ref, frames, [1.0, 2.0, 3.0], 2.0, side=torch.zeros(1, 32, 32))
+    with pytest.raises(ValueError, match="side"):
+        dfb.depth_from_bokeh_sweep(ref, frames, [1.0, 2.0, 3.0], 2.0, side=None)
+
+
+def test_depth_from_stack(sweep):
+    img, disp, fd, k, frames, res = sweep
+    crop = (slice(None), slice(None, 48), slice(-48, None))
+    stack = BokehStack(frames=frames[:, :, :48, -48:], k_values=torch.tensor(k), reference=img[crop],
+                       meta={"focus_m": [1.0 / fd]})
+    depth, full = dfb.depth_from_stack(stack, max_radius=24)  # the focus the stack recorded
+    direct = dfb.depth_from_bokeh_sweep(img[crop], frames[:, :, :48, -48:], k, 1.0 / fd, max_radius=24)
+    assert isinstance(depth, DepthMap) and torch.equal(depth.depth, direct["depth"])
+    assert torch.equal(depth.confidence, direct["confidence"]) and depth.meta["source"] == "depth_from_bokeh_sweep"
+    assert full["linearity_overall"].shape == (1,)
+    # a coarse prior at a quarter of the size decides the side per pixel (here: all behind)
+    prior = DepthMap(depth=torch.full((1, 12, 12), 50.0))
+    by_prior, _ = dfb.depth_from_stack(stack, side="prior depth", prior_depth=prior, max_radius=24)
+    assert torch.equal(by_prior.depth, depth.depth)
+    front, _ = dfb.depth_from_stack(stack, 1.0 / fd, side="front", max_radius=24)
+    assert bool((front.depth <= 1.0 / fd + 1e-4).all())
+    with pytest.raises(ValueError, match="prior_depth"):
+        dfb.depth_from_stack(stack, side="prior depth")
+    stack.meta.clear()
+    with pytest.raises(ValueError, match="focus"):
+        dfb.depth_from_stack(stack)

@@ -1,9 +1,10 @@
 """EXIF reading: round trips through JPEG/TIFF files written with lens tags, and the fallbacks."""
 
 import pytest
+import torch
 from PIL import ExifTags, Image, TiffImagePlugin
 
-from bokehdepth_core import optics
+from bokehdepth_core import exif, optics
 
 T = ExifTags.Base
 R = TiffImagePlugin.IFDRational
@@ -38,7 +39,7 @@ FULL = {
 @pytest.mark.parametrize("fmt,ext", [("JPEG", "jpg"), ("TIFF", "tif")])
 def test_round_trip_all_tags(tmp_path, fmt, ext):
     path = write_photo(tmp_path / f"p.{ext}", fmt=fmt, ifd0={T.Make: "Canon", T.Model: "Canon EOS R5"}, exif_ifd=FULL)
-    info = optics.read_lens_exif(str(path))
+    info = exif.read_lens_exif(str(path))
     assert (info.width, info.height) == (600, 400)
     assert info.f_number == pytest.approx(1.8)
     assert info.focal_mm == pytest.approx(85)
@@ -50,7 +51,7 @@ def test_round_trip_all_tags(tmp_path, fmt, ext):
     assert info.camera_model == "Canon EOS R5"
     assert {"f_number", "focal_mm", "focal_35mm", "focus_m"} <= set(info.read)
     assert info.missing == []
-    cal = optics.calibrate_from_exif(info)
+    cal = exif.calibrate_from_exif(info)
     assert cal.k == pytest.approx(optics.calc_dof_cond(1.8, 85, 85, 2.5, 600, 400))
 
 
@@ -61,20 +62,20 @@ def test_pil_image_source_and_inch_unit(tmp_path):
     tags[T.ExifImageWidth] = 6000
     path = write_photo(tmp_path / "p.jpg", exif_ifd=tags)
     with Image.open(path) as img:
-        info = optics.read_lens_exif(img)
+        info = exif.read_lens_exif(img)
     assert info.sensor_width_mm == pytest.approx(23.6, rel=1e-6)
 
 
 def test_sensor_from_focal_lengths(tmp_path):
     path = write_photo(tmp_path / "p.jpg", exif_ifd={T.FNumber: R(28, 10), T.FocalLength: R(23, 1),
                                                      T.FocalLengthIn35mmFilm: 35})
-    info = optics.read_lens_exif(path)
+    info = exif.read_lens_exif(path)
     assert info.sensor_width_mm == pytest.approx(optics.sensor_width(600, 400, 23, 35))
     assert "focal_mm / focal_35mm" in info.estimated["sensor_width_mm"]
     assert info.missing == ["focus_m"]
     with pytest.raises(ValueError, match="focus_m"):
-        optics.calibrate_from_exif(info)
-    cal = optics.calibrate_from_exif(info, focus_m=1.5)
+        exif.calibrate_from_exif(info)
+    cal = exif.calibrate_from_exif(info, focus_m=1.5)
     assert cal.k == pytest.approx(optics.calc_dof_cond(2.8, 23, 35, 1.5, 600, 400))
     assert cal.estimated["focus_m"] == "given by the user"
 
@@ -82,7 +83,7 @@ def test_sensor_from_focal_lengths(tmp_path):
 def test_sensor_from_body_table_and_35mm_estimate(tmp_path):
     path = write_photo(tmp_path / "p.jpg", ifd0={T.Make: "SONY", T.Model: "ILCE-7M3"},
                        exif_ifd={T.FNumber: R(14, 10), T.FocalLength: R(50, 1)})
-    info = optics.read_lens_exif(path)
+    info = exif.read_lens_exif(path)
     assert info.sensor_width_mm == pytest.approx(35.9)
     assert "sensor table" in info.estimated["sensor_width_mm"]
     assert "focal_35mm" in info.estimated
@@ -92,7 +93,7 @@ def test_sensor_from_body_table_and_35mm_estimate(tmp_path):
 
 def test_aperture_value_fallback(tmp_path):
     path = write_photo(tmp_path / "p.jpg", exif_ifd={T.ApertureValue: R(2, 1), T.FocalLength: R(50, 1)})
-    info = optics.read_lens_exif(path)
+    info = exif.read_lens_exif(path)
     assert info.f_number == pytest.approx(2.0)
     assert "ApertureValue" in info.estimated["f_number"]
 
@@ -100,17 +101,44 @@ def test_aperture_value_fallback(tmp_path):
 def test_no_exif_reports_missing_and_errors_name_fields(tmp_path):
     path = tmp_path / "plain.png"
     Image.new("RGB", (64, 48)).save(path)
-    info = optics.read_lens_exif(path)
+    info = exif.read_lens_exif(path)
     assert set(info.missing) == {"f_number", "focal_mm", "focal_35mm", "focus_m", "sensor_width_mm"}
     with pytest.raises(ValueError, match="f_number"):
-        optics.calibrate_from_exif(info)
-    cal = optics.calibrate_from_exif(info, f_number=2, focal_mm=50, focal_35mm=50, focus_m=2)
+        exif.calibrate_from_exif(info)
+    cal = exif.calibrate_from_exif(info, f_number=2, focal_mm=50, focal_35mm=50, focus_m=2)
     assert cal.k == pytest.approx(optics.calc_dof_cond(2, 50, 50, 2, 64, 48))
     with pytest.raises(ValueError, match="not found"):
-        optics.read_lens_exif(tmp_path / "nope.jpg")
+        exif.read_lens_exif(tmp_path / "nope.jpg")
 
 
 def test_orientation_swaps_size(tmp_path):
     path = write_photo(tmp_path / "p.jpg", ifd0={T.Orientation: 6}, exif_ifd={T.FNumber: R(2, 1)})
-    info = optics.read_lens_exif(path)
+    info = exif.read_lens_exif(path)
     assert (info.width, info.height) == (400, 600)
+
+
+def test_read_photo_gives_lens_data_and_upright_pixels(tmp_path):
+    img = Image.new("RGB", (6, 4), (0, 0, 0))
+    img.putpixel((5, 0), (255, 0, 0))  # top-right red pixel
+    exif_data = Image.Exif()
+    exif_data[T.Orientation] = 6  # shown rotated 90 degrees clockwise
+    exif_data.get_ifd(ExifTags.IFD.Exif)[T.FNumber] = R(4, 1)
+    img.save(tmp_path / "r.png", exif=exif_data)  # lossless: the single pixel stays red
+    info, pixels = exif.read_photo(tmp_path / "r.png")
+    assert info.f_number == pytest.approx(4.0) and (info.width, info.height) == (4, 6)
+    assert pixels.shape == (1, 6, 4, 3) and pixels.dtype == torch.float32
+    # upright: the red pixel moves from the top-right corner to the bottom-right
+    assert pixels[0, -1, -1].tolist() == [1.0, 0.0, 0.0] and pixels[0, 0, -1].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_unreadable_photo_is_a_clear_error(tmp_path):
+    (tmp_path / "junk.jpg").write_bytes(b"not a picture")
+    with pytest.raises(ValueError, match="junk.jpg.*not a readable image"):
+        exif.read_photo(tmp_path / "junk.jpg")
+
+
+def test_implausible_tags_count_as_missing(tmp_path):
+    path = write_photo(tmp_path / "p.jpg", exif_ifd={T.FNumber: R(0, 1), T.FocalLength: R(0, 1),
+                                                     T.SubjectDistance: R(0xFFFFFFFF, 1)})
+    info = exif.read_lens_exif(path)
+    assert {"f_number", "focal_mm", "focus_m"} <= set(info.missing)

@@ -1,11 +1,14 @@
 """Depth and image metrics against hand-computed values."""
 
 import math
+import sys
+import types
 
 import pytest
 import torch
 
 from bokehdepth_core import metrics
+from bokehdepth_core.types import DepthMap
 
 
 def test_depth_metrics_known_values():
@@ -52,3 +55,44 @@ def test_psnr_ssim():
     assert metrics.ssim(smooth, smooth * 0.95 + 0.02) > 0.9  # structure kept
     with pytest.raises(ValueError):
         metrics.psnr(a, a[:, :16])
+
+
+def test_depth_maps_min_confidence_and_mask():
+    gt = torch.full((1, 4, 4), 2.0)
+    pred = gt.clone()
+    pred[0, 0] = 4.0  # wrong, and the model says so
+    conf = torch.ones(1, 4, 4)
+    conf[0, 0] = 0.1
+    dm = DepthMap(depth=pred, confidence=conf)
+    assert metrics.depth_metrics(dm, DepthMap(depth=gt))["abs_rel"] == pytest.approx(0.25)
+    m = metrics.depth_metrics(dm, gt, min_confidence=0.5)
+    assert m["abs_rel"] == 0.0 and m["valid_pixels"] == 12
+    mask = torch.zeros(4, 4)
+    mask[2:] = 1
+    assert metrics.depth_metrics(dm, gt, mask)["valid_pixels"] == 8
+    with pytest.raises(ValueError, match="mask"):
+        metrics.depth_metrics(dm, gt, torch.ones(3, 3))
+
+
+class _FakeLPIPS(torch.nn.Module):
+    """Stands in for lpips.LPIPS: mean absolute difference of the inputs it is given."""
+
+    calls = []
+
+    def __init__(self, net="alex", verbose=True):
+        super().__init__()
+        _FakeLPIPS.calls.append(net)
+
+    def forward(self, a, b):
+        assert a.shape[1] == 3 and float(a.min()) >= -1 and float(a.max()) <= 1  # NCHW in -1..1, as lpips wants
+        return (a - b).abs().mean((1, 2, 3), keepdim=True)
+
+
+def test_lpips_through_the_optional_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "lpips", types.SimpleNamespace(LPIPS=_FakeLPIPS))
+    a, b = torch.zeros(2, 8, 8, 3), torch.full((2, 8, 8, 3), 0.25)
+    assert metrics.lpips(a, b, net="vgg") == pytest.approx(0.5)  # 0.25 in 0..1 is 0.5 in -1..1
+    assert _FakeLPIPS.calls[-1] == "vgg"
+    monkeypatch.setitem(sys.modules, "lpips", None)  # not installed
+    with pytest.raises(ValueError, match="pip install lpips"):
+        metrics.lpips(a, b)

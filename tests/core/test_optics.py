@@ -113,28 +113,17 @@ def test_foreground_in_focus():
     assert not optics.foreground_in_focus(1.4, 85.0, 2.0, 1.0, coc)
 
 
-def test_focus_from_mask_and_edges():
-    depth = torch.full((1, 32, 32), 5.0)
-    depth[:, 8:24, 8:24] = 1.5
-    mask = torch.zeros(1, 32, 32, dtype=torch.bool)
-    mask[:, 8:24, 8:24] = True
-    assert optics.focus_from_mask(depth, mask).item() == pytest.approx(1.5)
-    # textured square (near) on a flat background (far): edges live on the near object
-    g = torch.Generator().manual_seed(0)
-    img = torch.full((1, 32, 32, 3), 0.5)
-    img[:, 10:22, 10:22] = torch.rand(1, 12, 12, 3, generator=g)
-    depth2 = torch.full((1, 32, 32), 6.0)
-    depth2[:, 9:23, 9:23] = 1.2
-    assert optics.focus_from_edges(depth2, img).item() == pytest.approx(1.2)
-    with pytest.raises(ValueError, match="mask"):
-        optics.focus_from_mask(depth, torch.zeros_like(mask))
-
-
 def test_k_lists():
     assert optics.parse_k_list("10, 20, 30") == [10.0, 20.0, 30.0]
     assert optics.parse_k_list(" 5;7.5\n1e1 ") == [5.0, 7.5, 10.0]
     assert optics.k_range(5, 30, 5) == [5, 10, 15, 20, 25, 30]
     assert optics.k_range(1, 2, 0.25) == [1, 1.25, 1.5, 1.75, 2]
+    assert optics.k_list("list", "4 8") == [4.0, 8.0]
+    assert optics.k_list("range", "ignored", 2, 6, 2) == [2, 4, 6]
+    with pytest.raises(ValueError, match="mode"):
+        optics.k_list("both", "1")
+    with pytest.raises(ValueError, match="at most 256"):
+        optics.k_range(1, 1000, 0.5)
 
 
 @pytest.mark.parametrize("args,field", [
@@ -153,7 +142,7 @@ def test_bad_lens_input(args, field):
         optics.calc_dof_cond(*args)
 
 
-@pytest.mark.parametrize("text,match", [("", "empty"), ("   ", "empty"), ("10, abc", "abc"),
+@pytest.mark.parametrize("text,match", [("", "empty"), ("   ", "empty"), (None, "empty"), ("10, abc", "abc"),
                                         ("10, -5", "> 0"), ("0", "> 0"), ("nan", "not a number")])
 def test_bad_k_list(text, match):
     with pytest.raises(ValueError, match="k_list") as e:

@@ -1,5 +1,5 @@
-"""Point clouds: unprojection against the pinhole equations, binary PLY round trips, the
-'Save Point Cloud (PLY)' node."""
+"""Point clouds: unprojection against the pinhole equations, which points a depth map gives,
+binary PLY round trips."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 
 from bokehdepth_core import pointcloud
 from bokehdepth_core import camera as cam
+from bokehdepth_core.types import DepthMap
 
 
 def test_depth_to_points_matches_pinhole_equations():
@@ -83,26 +84,38 @@ def test_bad_input():
         pointcloud.write_ply(os.devnull, np.zeros((3, 3)), np.zeros((2, 3), np.uint8))
 
 
-def test_save_point_cloud_node(tmp_path, monkeypatch, node_classes, ext):
-    monkeypatch.setenv("BOKEHDEPTH_OUTPUT_DIR", str(tmp_path))
-    import importlib
+def test_points_for_prefers_camera_then_own_points_then_intrinsics():
+    k = cam.intrinsics_matrix(20.0, 20.0, 8.0, 6.0)
+    dm = DepthMap(depth=torch.full((1, 12, 16), 2.0), intrinsics=k)
+    pts, how = pointcloud.points_for(dm)
+    assert how == "predicted camera" and torch.allclose(pts, pointcloud.depth_to_points(dm.depth, k))
+    dm.points = torch.ones(1, 12, 16, 3)
+    assert pointcloud.points_for(dm)[1] == "model's own 3-D points"
+    other = cam.intrinsics_matrix(10.0, 10.0, 8.0, 6.0)
+    pts, how = pointcloud.points_for(dm, other)
+    assert how == "connected camera" and torch.allclose(pts, pointcloud.depth_to_points(dm.depth, other))
+    with pytest.raises(ValueError, match="Camera Intrinsics"):
+        pointcloud.points_for(DepthMap(depth=torch.ones(1, 4, 4)))
 
-    types_mod = importlib.import_module(ext.__name__ + ".bokehdepth_core.types")
-    DepthMap = types_mod.DepthMap
-    k = cam.intrinsics_matrix(20.0, 20.0, 8.0, 6.0).expand(2, 3, 3).clone()
-    depth = DepthMap(depth=torch.full((2, 12, 16), 2.0), confidence=torch.rand(2, 12, 16), intrinsics=k)
-    img = torch.rand(2, 12, 16, 3)
-    node = node_classes["BokehDepthSavePointCloud"]()
-    out = node.save(depth, img, "clouds/test", 2, 0.0, 0.0, "opencv")
-    paths = out["result"][0].split("\n")
-    assert len(paths) == 2 and all(p.endswith(".ply") and os.path.isfile(p) for p in paths)
+
+def test_unit_confidence():
+    assert pointcloud.unit_confidence(DepthMap(depth=torch.ones(1, 2, 2))) is None
+    conf = torch.tensor([[[1.0, 2.0], [4.0, 0.0]], [[0.5, 0.25], [0.0, 0.0]]])
+    out = pointcloud.unit_confidence(DepthMap(depth=torch.ones(2, 2, 2), confidence=conf))
+    assert out.tolist() == [[[0.25, 0.5], [1.0, 0.0]], [[1.0, 0.5], [0.0, 0.0]]]
+
+
+def test_write_point_clouds(tmp_path):
+    k = cam.intrinsics_matrix(20.0, 20.0, 8.0, 6.0).expand(2, 3, 3)
+    dm = DepthMap(depth=torch.full((2, 12, 16), 2.0), confidence=torch.rand(2, 12, 16), intrinsics=k)
+    paths = [tmp_path / "a.ply", tmp_path / "b.ply"]
+    done = []
+    out = pointcloud.write_point_clouds(paths, dm, torch.rand(1, 12, 16, 3), stride=2,
+                                        callback=lambda i, n: done.append((i, n)))
+    assert out == [str(p) for p in paths] and done == [(1, 2), (2, 2)]
     back = pointcloud.read_ply(paths[1])
-    assert len(back["x"]) == 6 * 8
-    want = pointcloud.depth_to_points(depth.depth, k)[1, ::2, ::2].reshape(-1, 3).numpy()
+    want = pointcloud.depth_to_points(dm.depth, k)[1, ::2, ::2].reshape(-1, 3).numpy()
     np.testing.assert_allclose(np.stack([back["x"], back["y"], back["z"]], 1), want, rtol=1e-6)
-    # the model's own points (UniDepthV2) win over recomputing from the predicted camera
-    depth.meta["points"] = torch.ones(2, 12, 16, 3)
-    back = pointcloud.read_ply(node.save(depth, img, "clouds/own", 1, 0.0, 0.0, "opengl")["result"][0].split("\n")[0])
-    assert set(back["y"].tolist()) == {-1.0}
-    with pytest.raises(ValueError, match="camera"):
-        node.save(DepthMap(depth=torch.ones(1, 4, 4)), torch.rand(1, 4, 4, 3), "x", 1, 0.0, 0.0, "opencv")
+    assert back["confidence"].max() <= 1.0
+    with pytest.raises(ValueError, match="batch"):
+        pointcloud.write_point_clouds(paths, dm, torch.rand(3, 12, 16, 3))

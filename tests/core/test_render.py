@@ -158,6 +158,11 @@ def test_batch_matches_single():
     ({"k": 0.0}, "k"),
     ({"k": -3.0}, "k"),
     ({"image": torch.rand(1, 32, 32, 4)}, "image"),
+    ({"disparity": torch.ones(2, 32, 32)}, "batch"),
+    ({"focus_disparity": -0.1}, "focus_disparity"),
+    ({"gamma": 0.0}, "gamma"),
+    ({"blades": 2}, "blades"),
+    ({"confidence": -torch.ones(1, 32, 32)}, "confidence"),
 ])
 def test_bad_input(kwargs, word):
     args = {"image": torch.rand(1, 32, 32, 3), "disparity": torch.ones(1, 32, 32), "k": 10.0, "focus_disparity": 0.5}
@@ -166,36 +171,11 @@ def test_bad_input(kwargs, word):
         render.render_bokeh(**args)
 
 
-def test_depth_to_disparity_rejects_bad_depth():
-    with pytest.raises(ValueError, match="depth"):
-        render.depth_to_disparity(torch.tensor([[1.0, 0.0]]))
-    with pytest.raises(ValueError, match="NaN"):
-        render.depth_to_disparity(torch.tensor([[1.0, float("inf")]]))
+def test_stacks_refuse_bad_lists():
+    img, disp = torch.rand(1, 8, 8, 3), torch.ones(1, 8, 8)
     with pytest.raises(ValueError, match="k_values"):
-        render.bokeh_stack(torch.rand(1, 8, 8, 3), torch.ones(1, 8, 8), [1.0, 0.0], 0.5)
-
-
-def test_depth_for_image_resizes_broadcasts_and_checks():
-    image = torch.rand(3, 16, 24, 3)
-    depth = torch.full((1, 8, 12), 2.0)
-    depth[0, :, 6:] = 4.0
-    conf = torch.ones(1, 8, 12)
-    d, c = render.depth_for_image(depth, image, conf)
-    assert d.shape == (3, 16, 24) and c.shape == (3, 16, 24)
-    assert float(d[2, 0, 0]) == pytest.approx(2.0) and float(d[1, -1, -1]) == pytest.approx(4.0)
-    d2, c2 = render.depth_for_image(torch.full((16, 24), 3.0), image)
-    assert d2.shape == (3, 16, 24) and c2 is None
-    with pytest.raises(ValueError, match="batch 2"):
-        render.depth_for_image(torch.ones(2, 16, 24), image)
-    with pytest.raises(ValueError, match="depth"):
-        render.depth_for_image(torch.zeros(1, 16, 24), image)
-
-
-def test_kernel_spectrum_matches_direct_convolution():
-    x = torch.rand(1, 2, 20, 17)
-    k = render.aperture_kernel(3.3)
-    direct = F.conv2d(x.reshape(2, 1, 20, 17), k[None, None], padding=k.shape[-1] // 2).reshape(1, 2, 20, 17)
-    ph, pw = render.fft_size(20, 17, k.shape[-1] // 2)
-    via_fft = torch.fft.irfft2(torch.fft.rfft2(x, s=(ph, pw)) * render.kernel_spectrum(k, ph, pw), s=(ph, pw))
-    assert torch.allclose(via_fft[..., :20, :17], direct, atol=1e-5)
-    assert torch.allclose(render.fft_blur(x, k), direct, atol=1e-5)
+        render.bokeh_stack(img, disp, [1.0, 0.0], 0.5)
+    with pytest.raises(ValueError, match="focus_disparities"):
+        render.focus_stack(img, disp, [0.5, -0.1], 10.0)
+    with pytest.raises(ValueError, match="frames"):
+        render.uniform_focus_disparities(disp, 0)

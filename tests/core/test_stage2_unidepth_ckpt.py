@@ -11,7 +11,6 @@ from safetensors.torch import save_file
 
 from bokehdepth_core import stage2
 from bokehdepth_core.stage2 import CheckpointError, build_unidepthv2_dsfa
-from bokehdepth_core import camera as cam
 
 from support import UNIDEPTH_SMALL as SMALL, randomize
 
@@ -131,36 +130,3 @@ def test_stage2_nodes_with_a_unidepth_file(tmp_path, monkeypatch, small_sd, node
     k_pred, conf, text = node_classes["BokehDepthDepthCamera"]().split(depth)
     torch.testing.assert_close(k_pred, want["intrinsics"])
     assert float(conf.max()) == pytest.approx(1.0) and "FoV" in text
-
-
-@pytest.mark.parametrize("mode, expect_fx", [
-    ("focal length + sensor width", 50.0 / 24.0 * 60),
-    ("manual fx fy cx cy", 77.0),
-    ("authors' guess (fx = 0.7 W)", 42.0),
-])
-def test_camera_intrinsics_modes(node_classes, mode, expect_fx):
-    k, _ = node_classes["BokehDepthCameraIntrinsics"]().make(mode, 60, 40, 36.0, 50.0, 24.0, 77.0, 70.0, -1.0, 5.0,
-                                                             image=torch.rand(3, 40, 60, 3))
-    assert k.shape == (3, 3, 3) and float(k[2, 0, 0]) == pytest.approx(expect_fx)
-    if mode.startswith("manual"):
-        assert k[0].tolist() == [[77.0, 0.0, 30.0], [0.0, 70.0, 5.0], [0.0, 0.0, 1.0]]
-
-
-def test_camera_intrinsics_from_exif(tmp_path, monkeypatch, node_classes):
-    from PIL import Image
-
-    monkeypatch.setenv("BOKEHDEPTH_INPUT_DIR", str(tmp_path))
-    img = Image.new("RGB", (90, 60))
-    exif = Image.Exif()
-    exif_ifd = exif.get_ifd(0x8769)
-    exif_ifd[0xA405] = 24  # FocalLengthIn35mmFilm
-    exif_ifd[0x920A] = 6.0  # FocalLength
-    img.save(tmp_path / "photo.jpg", exif=exif)
-    k, summary = node_classes["BokehDepthCameraIntrinsics"]().make("photo EXIF", 90, 60, 36.0, 50.0, 36.0, 1.0, 1.0,
-                                                                   -1.0, -1.0, photo="photo.jpg")
-    assert float(k[0, 0, 0]) == pytest.approx(24 / 36 * 90) and "photo.jpg" in summary
-    with pytest.raises(ValueError, match="photo"):
-        node_classes["BokehDepthCameraIntrinsics"]().make("photo EXIF", 90, 60, 36.0, 50.0, 36.0, 1.0, 1.0, -1.0, -1.0)
-    assert cam.focal_px(100, focal_mm=8.0, sensor_width_mm=16.0) == pytest.approx(50.0)
-    with pytest.raises(ValueError, match="focal"):
-        cam.focal_px(100)

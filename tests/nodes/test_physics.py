@@ -65,15 +65,34 @@ def test_focus_stack_and_batches(scene):
 
 def test_bad_inputs(scene):
     aif, depth, _, k_list, k, focus, _ = scene
-    from bokehdepth_core.types import DepthMap
-
+    DepthMap = EXT.bokehdepth_core.types.DepthMap
     bad = DepthMap(depth=torch.zeros(1, 96, 96))
-    with pytest.raises(ValueError, match="depth"):
+    with pytest.raises(ValueError, match="depth must be > 0"):
         _node("BokehDepthRenderBokeh").render(aif, bad, k, "distance", focus, 2.2, 0.0, 0, 0.0, True)
     with pytest.raises(ValueError, match="k_list"):
         _node("BokehDepthBokehStackFromDepth").render(aif, depth, [], "distance", focus, 2.2, 0.0, 0, 0.0)
-    with pytest.raises(ValueError, match="depth"):
+    with pytest.raises(ValueError, match="depth must be a METRIC_DEPTH"):
         _node("BokehDepthRenderBokeh").render(aif, "not depth", k, "distance", focus, 2.2, 0.0, 0, 0.0, True)
+    with pytest.raises(ValueError, match="bokeh_stack must be a BOKEH_STACK"):
+        _node("BokehDepthFromBokehSweep").estimate(aif, 0.0, "behind", 0.0, 4, 2.2)
+    with pytest.raises(ValueError, match="ground_truth must be a METRIC_DEPTH"):
+        _node("BokehDepthMetrics").measure(depth, aif, "none", 0.0, 0.0)
+
+
+def test_metrics_node_mask_and_confidence(scene):
+    _, depth, *_ = scene
+    DepthMap = EXT.bokehdepth_core.types.DepthMap
+    pred = depth.depth.clone()
+    pred[:, :48] *= 2  # the top half is wrong ...
+    conf = torch.ones_like(pred)
+    conf[:, :48] = 0.2  # ... and flagged as unsure
+    prediction = DepthMap(depth=pred, confidence=conf)
+    assert json.loads(_node("BokehDepthMetrics").measure(prediction, depth, "none", 0.0, 0.0)[1])["abs_rel"] > 0.4
+    assert json.loads(_node("BokehDepthMetrics").measure(prediction, depth, "none", 0.5, 0.0)[1])["abs_rel"] == 0.0
+    mask = torch.zeros(1, 96, 96)
+    mask[:, 48:] = 1
+    m = json.loads(_node("BokehDepthMetrics").measure(prediction, depth, "none", 0.0, 0.0, mask=mask)[1])
+    assert m["abs_rel"] == 0.0 and m["valid_pixels"] == 48 * 96
 
 
 def _run_workflow(path, overrides=None):

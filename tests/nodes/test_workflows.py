@@ -22,7 +22,7 @@ def test_workflow_matches_nodes(path):
     assert wf["last_node_id"] >= max(nodes)
     for n in wf["nodes"]:
         t = n["type"]
-        # Built-in node types are checked by the real-ComfyUI harness (shared/tools/comfy_e2e).
+        # Built-in node types are checked against a real ComfyUI by the whole-server check.
         assert t in NODES or not t.startswith("BokehDepth"), f"{path.name}: unknown node type {t}"
         if t not in NODES:
             continue

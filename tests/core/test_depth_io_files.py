@@ -1,4 +1,4 @@
-"""Depth colourisation and lossless depth files (bokehdepth_core.depth_io)."""
+"""Lossless depth files and plain depth images (bokehdepth_core.depth_io.files and its formats)."""
 
 import json
 import math
@@ -10,112 +10,14 @@ from PIL import Image
 
 from bokehdepth_core import depth_io as dio
 from bokehdepth_core.types import DepthMap
-
-
-def _lum(rgb):
-    return rgb[..., 0] * 0.2126 + rgb[..., 1] * 0.7152 + rgb[..., 2] * 0.0722
-
-
-def _scene(h=24, w=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    d = 0.4 + 30.0 * torch.rand(2, h, w, generator=g) ** 2
-    d[0, 0, 0] = float("nan")
-    d[0, 1, 1] = float("inf")
-    d[0, 2, 2] = 0.0
-    d[1, 3, 3] = -2.0
-    return d
-
-
-# ------------------------------------------------------------------ colormaps
-
-@pytest.mark.parametrize("cmap", dio.COLORMAPS)
-def test_colormap_endpoints_and_range(cmap):
-    table = torch.tensor(dio._TABLES[cmap])
-    out = dio.apply_colormap(torch.tensor([0.0, 1.0, -3.0, 7.0]), cmap)
-    assert torch.allclose(out[0], table[0]) and torch.allclose(out[1], table[-1])
-    assert torch.allclose(out[2], table[0]) and torch.allclose(out[3], table[-1])  # clamped
-    t = torch.linspace(0, 1, 301)
-    rgb = dio.apply_colormap(t, cmap)
-    assert rgb.shape == (301, 3) and rgb.min() >= 0 and rgb.max() <= 1
-    # piecewise-linear: no jumps between neighbouring samples
-    assert (rgb[1:] - rgb[:-1]).abs().max() < 0.05
-    flipped = dio.apply_colormap(t, cmap + "_r")
-    assert torch.allclose(flipped, rgb.flip(0), atol=1e-6)
-
-
-@pytest.mark.parametrize("cmap", ["gray", "inferno", "magma", "viridis"])
-def test_sequential_maps_brighten_towards_near(cmap):
-    lum = _lum(dio.apply_colormap(torch.linspace(0, 1, 200), cmap))
-    assert (lum[1:] - lum[:-1]).min() > 0, "luminance must rise strictly from far to near"
-
-
-def test_gray_is_linear_and_near_warm_for_diverging_maps():
-    t = torch.linspace(0, 1, 11)
-    assert torch.allclose(dio.apply_colormap(t, "gray"), t[:, None].expand(11, 3), atol=1e-6)
-    for cmap in ("Spectral", "turbo"):
-        near, far = dio.apply_colormap(torch.tensor([1.0, 0.0]), cmap)
-        assert near[0] > near[2] and far[2] > far[0], f"{cmap}: near must be red-ish, far blue-ish"
-
-
-def test_unknown_colormap_named():
-    with pytest.raises(ValueError, match="cmap"):
-        dio.apply_colormap(torch.zeros(3), "jet")
-
-
-# ------------------------------------------------------------------ colorize
-
-def test_colorize_shapes_and_orientation():
-    d = torch.linspace(1.0, 3.0, 5).reshape(1, 1, 5).expand(1, 4, 5)
-    img = dio.colorize(d, cmap="gray", mode="minmax", inverse=False)
-    assert img.shape == (1, 4, 5, 3) and img.dtype == torch.float32
-    assert img[0, 0, 0, 0] == pytest.approx(1.0) and img[0, 0, -1, 0] == pytest.approx(0.0)
-    # depth 1.5 m in a 1..3 m range: linear -> 0.75, inverse -> (1/1.5-1/3)/(1-1/3) = 0.5
-    d2 = torch.tensor([[[1.0, 1.5, 3.0]]])
-    lin = dio.colorize(d2, "gray", "minmax", inverse=False)[0, 0, 1, 0]
-    inv = dio.colorize(d2, "gray", "minmax", inverse=True)[0, 0, 1, 0]
-    assert lin.item() == pytest.approx(0.75, abs=1e-5) and inv.item() == pytest.approx(0.5, abs=1e-5)
-    assert dio.colorize(d2[0], "gray").shape == (1, 1, 3, 3)  # [H,W] accepted
-    assert dio.colorize(DepthMap(depth=d2), "gray").shape == (1, 1, 3, 3)
-
-
-def test_colorize_invalid_pixels_get_invalid_colour_and_do_not_set_range():
-    d = _scene()
-    img = dio.colorize(d, cmap="turbo", mode="minmax", invalid_color=(1.0, 0.0, 1.0))
-    for b, y, x in [(0, 0, 0), (0, 1, 1), (0, 2, 2), (1, 3, 3)]:
-        assert img[b, y, x].tolist() == [1.0, 0.0, 1.0]
-    assert torch.isfinite(img).all() and img.min() >= 0 and img.max() <= 1
-    ok = dio.valid_mask(d[0])
-    (lo, hi), _ = dio.depth_range(d, "minmax")
-    assert lo == pytest.approx(d[0][ok].min().item()) and hi == pytest.approx(d[0][ok].max().item())
-    near_px = torch.nonzero(d[0] == d[0][ok].min())[0]
-    assert torch.allclose(img[0, near_px[0], near_px[1]], dio.apply_colormap(torch.tensor(1.0), "turbo"))
-    all_bad = dio.colorize(torch.full((1, 3, 3), float("nan")), invalid_color=(0.2, 0.3, 0.4))
-    assert torch.allclose(all_bad, torch.tensor([0.2, 0.3, 0.4]).expand(1, 3, 3, 3))
-
-
-def test_range_modes():
-    d = torch.linspace(1.0, 2.0, 10000).reshape(1, 100, 100).clone()
-    d[0, 0, 0] = 500.0  # one outlier: percentile ignores it, minmax does not
-    (plo, phi), = dio.depth_range(d, "percentile")
-    (mlo, mhi), = dio.depth_range(d, "minmax")
-    assert mhi == 500.0 and phi < 2.0 and plo == pytest.approx(1.02, abs=0.005)
-    assert dio.depth_range(d, "fixed", 0.5, 4.0) == [(0.5, 4.0)]
-    img = dio.colorize(torch.tensor([[[0.1, 100.0]]]), "gray", "fixed", near=0.5, far=4.0)
-    assert img[0, 0, 0, 0] == pytest.approx(1.0) and img[0, 0, 1, 0] == pytest.approx(0.0)  # clipped
-    for near, far in [(2.0, 1.0), (None, 3.0), (0.0, 1.0)]:
-        with pytest.raises(ValueError, match="near"):
-            dio.depth_range(d, "fixed", near, far)
-    with pytest.raises(ValueError, match="mode"):
-        dio.colorize(d, mode="auto")
-    flat = dio.colorize(torch.full((1, 4, 4), 2.0))
-    assert torch.isfinite(flat).all()
+from support import depth_with_holes
 
 
 # ------------------------------------------------------------------ round trips
 
 @pytest.mark.parametrize("fmt", ["npy", "tiff", "npz"])
 def test_float_formats_round_trip_exactly(tmp_path, fmt):
-    d = _scene()
+    d = depth_with_holes()
     path = str(tmp_path / ("d" + dio.extension_for(fmt)))
     written = dio.save_depth(path, d, fmt, index=0, source="unit-test")
     assert written == [path, str(tmp_path / "d.json")]
@@ -129,7 +31,7 @@ def test_float_formats_round_trip_exactly(tmp_path, fmt):
 
 
 def test_npz_keeps_confidence_and_intrinsics(tmp_path):
-    d = _scene()
+    d = depth_with_holes()
     conf = torch.rand(2, 24, 32)
     k = torch.tensor([[30.0, 0, 16], [0, 30.0, 12], [0, 0, 1]]).expand(2, 3, 3)
     path = str(tmp_path / "d.npz")
@@ -147,7 +49,7 @@ def test_npz_keeps_confidence_and_intrinsics(tmp_path):
 
 @pytest.mark.parametrize("encoding", ["linear", "inverse"])
 def test_png16_round_trip_within_quantum(tmp_path, encoding):
-    d = _scene(64, 48)
+    d = depth_with_holes(64, 48)
     path = str(tmp_path / "d.png")
     dio.save_depth(path, d, "png16", index=0, encoding=encoding, sidecar=False)
     assert not (tmp_path / "d.json").exists()
@@ -261,32 +163,3 @@ def test_bad_files_and_arguments(tmp_path):
     with pytest.raises(ValueError, match="mode"):
         dio.load_depth(str(tmp_path / "x.exr"), mode="meters")
     assert math.isclose(dio.values_to_depth(torch.tensor(0.5), "metric", scale=4.0).item(), 2.0)
-
-
-def test_colorize_with_given_ranges_matches_computed_ones():
-    d = _scene()
-    ranges = dio.depth_range(d, "percentile")
-    assert torch.equal(dio.colorize(d, ranges=ranges), dio.colorize(d))
-    other = dio.colorize(d, ranges=[(1.0, 2.0), (1.0, 2.0)])
-    assert not torch.equal(other, dio.colorize(d))
-    with pytest.raises(ValueError, match="ranges"):
-        dio.colorize(d, ranges=[(1.0, 2.0)])
-
-
-def test_image_to_depth_channels_and_ranges():
-    img = torch.zeros(2, 4, 5, 3)
-    img[..., 0] = 1.0
-    img[1, ..., 1] = torch.linspace(0.25, 0.75, 5)
-    lum = dio.image_to_depth(img, "metric", scale=10.0)
-    assert torch.allclose(lum[0], torch.full((4, 5), 2.99))
-    red = dio.image_to_depth(img, "metric", scale=10.0, channel="r")
-    assert torch.allclose(red, torch.full((2, 4, 5), 10.0))
-    stretched = dio.image_to_depth(img, "depth", near=2.0, far=8.0, channel="g", value_range="minmax")
-    assert float(stretched[1].min()) == pytest.approx(2.0) and float(stretched[1].max()) == pytest.approx(8.0)
-    grey = dio.image_to_depth(torch.full((1, 3, 3, 1), 0.5), "depth", near=2.0, far=8.0, channel="b")
-    assert torch.allclose(grey, torch.full((1, 3, 3), 5.0))
-    for kwargs, word in (({"channel": "alpha"}, "channel"), ({"value_range": "auto"}, "value_range")):
-        with pytest.raises(ValueError, match=word):
-            dio.image_to_depth(img, "metric", **kwargs)
-    with pytest.raises(ValueError, match="IMAGE"):
-        dio.image_to_depth(torch.zeros(4, 5), "metric")

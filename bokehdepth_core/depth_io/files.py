@@ -1,0 +1,171 @@
+"""Saving and loading depth files: the format chosen from the name or asked for, one writer or
+reader per format (:mod:`.numpy_format`, :mod:`.png16`, :mod:`.pil_files`), the header embedded
+and as a sidecar (:mod:`.metadata`), plain values mapped to metres (:mod:`.mapping`).
+
+Invalid depth (not finite, ``<= 0``) stays NaN/inf in float formats and is code 0 in 16-bit PNGs.
+OpenEXR is neither written nor read: no EXR library is among the dependencies.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from ..types import DepthMap
+from . import metadata, numpy_format, pil_files, png16
+from .mapping import LOAD_MODES, pick_channel, values_to_depth
+
+SAVE_FORMATS = ("npy", "png16", "tiff", "npz")
+_EXT = {"npy": ".npy", "npz": ".npz", "png16": ".png", "tiff": ".tif"}
+_WRITERS = {"npy": numpy_format.write_npy, "npz": numpy_format.write_npz, "png16": png16.write,
+            "tiff": pil_files.write_tiff}
+READ_EXTENSIONS = (".npy", ".npz", ".png", ".tif", ".tiff", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def format_for_path(path: str) -> str:
+    """The save format that a file name's extension asks for."""
+    ext = os.path.splitext(path)[1].lower()
+    for fmt, e in _EXT.items():
+        if ext == e:
+            return fmt
+    if ext == ".tiff":
+        return "tiff"
+    raise ValueError(f"cannot tell the depth format of {path!r} from its extension: use .npy, .npz, .png "
+                     f"(16-bit) or .tif, or pass fmt= one of {', '.join(SAVE_FORMATS)}")
+
+
+def extension_for(fmt: str) -> str:
+    """The file extension of a save format."""
+    if fmt not in _EXT:
+        raise ValueError(f"format must be one of {', '.join(SAVE_FORMATS)}, got {fmt!r}"
+                         + (" (EXR needs an OpenEXR library that is not installed; use tiff or npy for float depth)"
+                            if str(fmt).lower() == "exr" else ""))
+    return _EXT[fmt]
+
+
+def save_depth(path: str, depth, fmt: Optional[str] = None, *, index: int = 0, encoding: str = "linear",
+               near: Optional[float] = None, far: Optional[float] = None, sidecar: bool = True,
+               source: str = "", unit: str = "m") -> list[str]:
+    """Write one depth map (``[H,W]``, or item ``index`` of a batch / DepthMap) losslessly.
+
+    ``fmt``: npy (float32), npz (depth + confidence + intrinsics), png16 (16-bit; the metric range,
+    ``encoding`` linear or inverse depth, sits in the PNG's text metadata; 0 = invalid; ``near``/
+    ``far`` default to the valid min/max), tiff (float32, Pillow mode F). Returns the written paths
+    (data file first, then the JSON sidecar when ``sidecar``).
+    """
+    fmt = fmt or format_for_path(path)
+    extension_for(fmt)
+    d, conf, intr, meta = _single(depth, index)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    info: dict[str, Any] = metadata.header(path, fmt, d, conf, intr, source or meta.get("source", ""), unit)
+    info.update(_WRITERS[fmt](path, d, info=info, confidence=conf, intrinsics=intr, encoding=encoding,
+                              near=near, far=far))
+    return [path, metadata.write_sidecar(path, info, meta)] if sidecar else [path]
+
+
+def _single(depth, index: int = 0):
+    """(depth [H,W] float32 numpy, confidence or None, intrinsics [3,3] or None, meta)."""
+    conf = intr = None
+    meta: dict = {}
+    if isinstance(depth, DepthMap):
+        conf, intr, meta = depth.confidence, depth.intrinsics, dict(depth.meta)
+        depth = depth.depth
+    d = torch.as_tensor(depth).detach().float().cpu()
+    if d.ndim == 3:
+        if not 0 <= index < d.shape[0]:
+            raise ValueError(f"index {index} out of range for a batch of {d.shape[0]} depth maps")
+        d = d[index]
+        conf = None if conf is None else conf[index]
+        if intr is not None and intr.ndim == 3:
+            intr = intr[index if intr.shape[0] > 1 else 0]
+    if d.ndim != 2 or d.shape[0] == 0 or d.shape[1] == 0:
+        raise ValueError(f"depth must be [H,W] or [B,H,W] with H, W > 0, got shape {tuple(d.shape)}")
+    conf = None if conf is None else torch.as_tensor(conf).detach().float().cpu().numpy()
+    intr = None if intr is None else torch.as_tensor(intr).detach().double().cpu().numpy()
+    return d.numpy().astype(np.float32), conf, intr, meta
+
+
+def load_depth(path: str, mode: str = "auto", scale: Optional[float] = None, near: Optional[float] = None,
+               far: Optional[float] = None, channel: str = "auto", normalize: str = "dtype") -> DepthMap:
+    """Read a depth file into a DepthMap (metres).
+
+    Our files (npy/npz/png16/tiff, sidecar JSON next to them) load as saved. Other files need
+    ``mode``: ``metric`` (values x ``scale`` metres per unit; float files default to scale 1) or
+    ``disparity`` / ``depth`` / ``depth_inverted`` (values normalised to 0..1 by their dtype's
+    maximum, or by the image's own min..max with ``normalize="minmax"``, then mapped between
+    ``near`` and ``far`` metres). ``auto`` = our metadata, else metric for float data, else an error
+    that says which option to set. ``channel`` picks the values of an RGB image (:func:`.pick_channel`).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"depth file not found: {path}")
+    if mode not in LOAD_MODES:
+        raise ValueError(f"mode must be one of {', '.join(LOAD_MODES)}, got {mode!r}")
+    if normalize not in ("dtype", "minmax"):
+        raise ValueError(f"normalize must be 'dtype' or 'minmax', got {normalize!r}")
+    ext = os.path.splitext(path)[1].lower()
+    name = os.path.basename(path)
+    if ext == ".exr":
+        raise ValueError(f"{name}: OpenEXR is not supported (no EXR library installed); convert it to a float "
+                         "TIFF or .npy (e.g. with your image editor or Blender's file output) and load that")
+    side = metadata.read_sidecar(path)
+    conf = intr = None
+    meta: dict[str, Any] = {"file": name}
+    if ext in (".npy", ".npz"):
+        arr, conf, intr = numpy_format.read(path)
+        meta["storage"] = ext[1:]
+        ours = side is not None and mode == "auto"
+    else:
+        try:
+            arr, meta["pil_mode"], header = pil_files.read(path)
+        except OSError as exc:
+            raise ValueError(f"{name}: not a readable image or depth file ({exc}); use .npy, .npz, .png or .tif") from exc
+        ours = header is not None and mode == "auto"
+        if ours:
+            side = {**(side or {}), **header}
+            if header.get("storage") == "png16":
+                return _finish(png16.decode(arr, header, name), None, metadata.intrinsics(side),
+                               {**meta, **metadata.summary(side)})
+    if ours:
+        depth = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        return _finish(depth, conf, intr if intr is not None else metadata.intrinsics(side),
+                       {**meta, **metadata.summary(side)})
+    kind = "array" if ext in (".npy", ".npz") else "image"
+    depth, mode = _to_metres(arr, kind, mode, scale, near, far, channel, normalize, name)
+    meta.update({"mode": mode, "scale": scale, "near": near, "far": far, "normalize": normalize})
+    return _finish(depth.float(), conf, intr, meta)
+
+
+def _to_metres(arr: np.ndarray, kind: str, mode: str, scale, near, far, channel: str, normalize: str,
+               name: str) -> tuple[torch.Tensor, str]:
+    """Plain stored values -> metres by ``mode`` (``auto``: float data as metres); returns the mode used."""
+    is_float = np.issubdtype(arr.dtype, np.floating)  # of the stored values, before any channel mixing
+    values = pick_channel(arr, channel, name) if kind == "image" and arr.ndim == 3 else arr
+    if mode == "auto" and not is_float:
+        raise ValueError(
+            f"{name}: a plain {arr.dtype.itemsize * 8}-bit integer depth {kind} without BokehDepth metadata; "
+            "say how its values map to metres: mode='metric' with scale = metres per unit (e.g. 0.001 for "
+            "millimetres, 1/256 for KITTI), or mode='disparity' (bright = near, e.g. Depth Anything / MiDaS "
+            "maps) or 'depth' (bright = far) with near and far in metres")
+    mode = "metric" if mode == "auto" else mode
+    values = values.astype(np.float64)
+    if mode == "metric":
+        return values_to_depth(torch.from_numpy(values), "metric", scale=1.0 if scale is None else scale), mode
+    if normalize == "minmax":
+        fin = values[np.isfinite(values)]
+        lo, hi = (float(fin.min()), float(fin.max())) if fin.size else (0.0, 1.0)
+        values = (values - lo) / (hi - lo if hi > lo else 1.0)
+    elif not is_float:
+        values = values / float(np.iinfo(arr.dtype).max)
+    return values_to_depth(torch.from_numpy(values), mode, near, far), mode
+
+
+def _finish(depth: torch.Tensor, conf, intr, meta: dict) -> DepthMap:
+    depth = depth.float()
+    if depth.ndim == 2:
+        depth = depth[None]
+    c = None if conf is None else torch.as_tensor(np.asarray(conf, dtype=np.float32)).reshape(depth.shape)
+    k = None if intr is None else torch.as_tensor(np.asarray(intr, dtype=np.float32)).reshape(-1, 3, 3)
+    return DepthMap(depth=depth, confidence=c, intrinsics=k, meta=meta)
