@@ -196,8 +196,8 @@ class SavePointCloud:
         if camera is not None:
             points = pointcloud.depth_to_points(d, torch.as_tensor(camera).float().cpu())
             how = "connected camera"
-        elif isinstance(depth.meta.get("points"), torch.Tensor) and tuple(depth.meta["points"].shape) == (b, h, w, 3):
-            points = depth.meta["points"].float().cpu()
+        elif depth.points is not None:
+            points = depth.points.float().cpu()
             how = "model's own 3-D points"
         elif depth.intrinsics is not None:
             points = pointcloud.depth_to_points(d, depth.intrinsics.float().cpu())

@@ -81,28 +81,3 @@ def test_bad_input():
         pointcloud.point_cloud(torch.ones(4, 4, 3), coordinates="blender")
     with pytest.raises(ValueError, match="colors"):
         pointcloud.write_ply(os.devnull, np.zeros((3, 3)), np.zeros((2, 3), np.uint8))
-
-
-def test_save_point_cloud_node(tmp_path, monkeypatch, node_classes, ext):
-    monkeypatch.setenv("BOKEHDEPTH_OUTPUT_DIR", str(tmp_path))
-    import importlib
-
-    types_mod = importlib.import_module(ext.__name__ + ".bokehdepth_core.types")
-    DepthMap = types_mod.DepthMap
-    k = cam.intrinsics_matrix(20.0, 20.0, 8.0, 6.0).expand(2, 3, 3).clone()
-    depth = DepthMap(depth=torch.full((2, 12, 16), 2.0), confidence=torch.rand(2, 12, 16), intrinsics=k)
-    img = torch.rand(2, 12, 16, 3)
-    node = node_classes["BokehDepthSavePointCloud"]()
-    out = node.save(depth, img, "clouds/test", 2, 0.0, 0.0, "opencv")
-    paths = out["result"][0].split("\n")
-    assert len(paths) == 2 and all(p.endswith(".ply") and os.path.isfile(p) for p in paths)
-    back = pointcloud.read_ply(paths[1])
-    assert len(back["x"]) == 6 * 8
-    want = pointcloud.depth_to_points(depth.depth, k)[1, ::2, ::2].reshape(-1, 3).numpy()
-    np.testing.assert_allclose(np.stack([back["x"], back["y"], back["z"]], 1), want, rtol=1e-6)
-    # the model's own points (UniDepthV2) win over recomputing from the predicted camera
-    depth.meta["points"] = torch.ones(2, 12, 16, 3)
-    back = pointcloud.read_ply(node.save(depth, img, "clouds/own", 1, 0.0, 0.0, "opengl")["result"][0].split("\n")[0])
-    assert set(back["y"].tolist()) == {-1.0}
-    with pytest.raises(ValueError, match="camera"):
-        node.save(DepthMap(depth=torch.ones(1, 4, 4)), torch.rand(1, 4, 4, 3), "x", 1, 0.0, 0.0, "opencv")
