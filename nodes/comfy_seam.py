@@ -81,13 +81,18 @@ class ManagedModel:
                         if IN_COMFY else None)
 
     def load(self, memory_required: int = 0) -> torch.device:
-        """Make the model ready on the load device with ``memory_required`` bytes free for the run;
-        returns the device."""
-        if IN_COMFY:
-            # Full load: the model's layers are plain torch ones, which cannot run partially offloaded.
-            _mm.load_models_gpu([self.patcher], memory_required=int(memory_required), force_full_load=True)
-        else:
+        """Make the model ready with ``memory_required`` bytes free for the run; returns the device
+        to run on: the load device, or the offload device where ComfyUI keeps no weights on the GPU
+        (``--novram``)."""
+        if not IN_COMFY:
             self.model.to(self.load_device)
+            return self.load_device
+        # Full load: the model's layers are plain torch ones, which cannot run partially offloaded.
+        _mm.load_models_gpu([self.patcher], memory_required=int(memory_required), force_full_load=True)
+        if self.patcher.loaded_size() < self.patcher.model_size():
+            log.warning("BokehDepth: ComfyUI keeps %s on %s (no VRAM for weights): running there",
+                        type(self.model).__name__, self.offload_device)
+            return self.offload_device
         return self.load_device
 
 

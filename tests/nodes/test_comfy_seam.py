@@ -16,7 +16,7 @@ class Interrupted(Exception):
 
 @pytest.fixture
 def seam_in_comfy(tmp_path, monkeypatch):
-    state = {"interrupt": False, "unloaded": 0, "bars": [], "loads": []}
+    state = {"interrupt": False, "unloaded": 0, "bars": [], "loads": [], "loaded_size": 100}
     mm = types.ModuleType("comfy.model_management")
     mm.get_torch_device = lambda: torch.device("cpu")
     mm.intermediate_device = lambda: torch.device("cpu")
@@ -45,6 +45,12 @@ def seam_in_comfy(tmp_path, monkeypatch):
     class ModelPatcher:
         def __init__(self, model, load_device, offload_device):
             self.model, self.load_device, self.offload_device = model, load_device, offload_device
+
+        def model_size(self):
+            return 100
+
+        def loaded_size(self):
+            return state["loaded_size"]
     mp.ModelPatcher = ModelPatcher
 
     fp = types.ModuleType("folder_paths")
@@ -93,6 +99,8 @@ def test_managed_model_goes_through_the_model_manager(seam_in_comfy):
     assert managed.load(12345) == torch.device("cpu")
     assert state["loads"] == [([p], {"memory_required": 12345, "force_full_load": True})]
     assert state["unloaded"] == 0
+    state["loaded_size"] = 0  # --novram: ComfyUI leaves the weights on the offload device
+    assert managed.load(12345) == torch.device("meta")
 
 
 def test_model_folder_keeps_user_paths(seam_in_comfy):
