@@ -17,12 +17,13 @@ log = logging.getLogger("BokehDepth")
 
 try:  # ComfyUI's own modules; absent in tests and plain Python.
     import comfy.model_management as _mm
+    import comfy.model_patcher as _mp
     import comfy.utils as _cu
     import folder_paths as _fp
 
     IN_COMFY = True
 except ImportError:  # pragma: no cover - exercised implicitly by the tests
-    _mm = _cu = _fp = None
+    _mm = _mp = _cu = _fp = None
     IN_COMFY = False
 
 MODEL_FOLDER = "bokehdepth"
@@ -58,8 +59,46 @@ def pick_dtype(device: torch.device, choice: str = "auto") -> torch.dtype:
     return torch.float16
 
 
+def offload_device() -> torch.device:
+    """Where a managed model waits while ComfyUI needs the GPU for something else."""
+    if IN_COMFY:
+        return _mm.vae_offload_device()
+    return torch.device("cpu")
+
+
+class ManagedModel:
+    """A torch module under ComfyUI's model manager, as ComfyUI keeps its own VAE and CLIP vision
+    models: a ModelPatcher with load and offload devices, loaded through the manager before each
+    run with an estimate of the run's working memory. ComfyUI then offloads it when something else
+    needs the memory and keeps it loaded when not. Without ComfyUI it stays on the load device."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype):
+        self.model = model
+        self.dtype = dtype
+        self.load_device = torch_device()
+        self.offload_device = offload_device()
+        self.patcher = (_mp.ModelPatcher(model, load_device=self.load_device, offload_device=self.offload_device)
+                        if IN_COMFY else None)
+
+    def load(self, memory_required: int = 0) -> torch.device:
+        """Make the model ready with ``memory_required`` bytes free for the run; returns the device
+        to run on: the load device, or the offload device where ComfyUI keeps no weights on the GPU
+        (``--novram``)."""
+        if not IN_COMFY:
+            self.model.to(self.load_device)
+            return self.load_device
+        # Full load: the model's layers are plain torch ones, which cannot run partially offloaded.
+        _mm.load_models_gpu([self.patcher], memory_required=int(memory_required), force_full_load=True)
+        if self.patcher.loaded_size() < self.patcher.model_size():
+            log.warning("BokehDepth: ComfyUI keeps %s on %s (no VRAM for weights): running there",
+                        type(self.model).__name__, self.offload_device)
+            return self.offload_device
+        return self.load_device
+
+
 def free_memory() -> None:
-    """Unload ComfyUI's models before loading a large one of ours."""
+    """Unload all of ComfyUI's models (only for loaders that hold a whole pipeline outside its
+    model manager; managed models use :class:`ManagedModel` instead)."""
     if IN_COMFY:
         _mm.unload_all_models()
         _mm.soft_empty_cache()
