@@ -17,15 +17,15 @@ from .adapter import BokehAdapter, BokehLayer, LowRank
 from .arithmetic import LayerSlot, add_bokeh, for_batch, k_condition, layer_slots, low_rank
 from .pipeline import load_kontext_pipeline
 from .processor import BokehAttnProcessor
-from .sampling import (PROMPT_TEMPLATE, build_prompt, prepare_reference, sample_bokeh_stack, sample_stacks,
-                       size_multiple, to_pil, to_tensor)
+from .sampling import (PROMPT_TEMPLATE, build_prompt, make_stack, prepare_reference, sample_bokeh_stack,
+                       sample_stacks, size_multiple, to_pil, to_tensor)
 from .weights import (ADAPTER_FILE, ADAPTER_SOURCE, RELEASE_BLOCKS, RELEASE_CONTEXT_DIM, RELEASE_LAYERS,
                       RELEASE_RANK, parse_block_ids, read_state_dict)
 
 __all__ = [
     "ADAPTER_FILE", "ADAPTER_SOURCE", "BokehAdapter", "BokehAttnProcessor", "BokehLayer", "LayerSlot", "LowRank",
     "PROMPT_TEMPLATE", "RELEASE_BLOCKS", "RELEASE_CONTEXT_DIM", "RELEASE_LAYERS", "RELEASE_RANK", "add_bokeh",
-    "build_prompt", "for_batch", "k_condition", "layer_slots", "load_kontext_pipeline", "low_rank",
+    "build_prompt", "for_batch", "k_condition", "layer_slots", "load_kontext_pipeline", "low_rank", "make_stack",
     "parse_block_ids", "prepare_reference", "read_state_dict", "sample_bokeh_stack", "sample_stacks",
     "size_multiple", "to_pil", "to_tensor",
 ]

@@ -155,7 +155,17 @@ def sample_stacks(pipe, adapter, images: torch.Tensor, k_values: Sequence[float]
                                  color_transfer, step)
         frames.append(torch.stack([to_tensor(f) for f in pil]))
         refs.append(to_tensor(prepare_reference(images[b:b + 1], size_multiple(pipe))))
-    meta = dict(seed=int(seed), steps=steps, guidance_scale=float(guidance_scale), color_transfer=bool(color_transfer),
-                prompt_template=prompt_template or PROMPT_TEMPLATE, adapter=getattr(adapter, "source", None))
-    return BokehStack(frames=torch.stack(frames), k_values=torch.tensor([ks] * len(frames), dtype=torch.float32),
-                      reference=torch.stack(refs), source="stage1", meta=meta)
+    return make_stack(frames, ks, refs, seed=int(seed), steps=steps, guidance_scale=float(guidance_scale),
+                      color_transfer=bool(color_transfer), prompt_template=prompt_template or PROMPT_TEMPLATE,
+                      adapter=getattr(adapter, "source", None), sampler="diffusers")
+
+
+def make_stack(frames: Sequence[torch.Tensor], k_values: Sequence[float], references: Sequence[torch.Tensor],
+               **meta) -> "BokehStack":
+    """A Stage-1 :class:`BokehStack` from one ``[N,H,W,3]`` frame tensor and one ``[H,W,3]``
+    reference per picture, all with the same K values."""
+    from ..types import BokehStack
+
+    return BokehStack(frames=torch.stack(list(frames)).float(),
+                      k_values=torch.tensor([list(k_values)] * len(frames), dtype=torch.float32),
+                      reference=torch.stack(list(references)).float(), source="stage1", meta=meta)
