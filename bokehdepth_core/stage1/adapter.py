@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from .. import checks
-from . import processor
+from .processor import ProcessorState, install, module_device, module_dtype, transformer_geometry, uninstall
 from .arithmetic import k_condition, low_rank
 from .weights import (ADAPTER_FILE, RELEASE_BLOCKS, RELEASE_CONTEXT_DIM, RELEASE_LAYERS, RELEASE_RANK,
                       canonical_keys, compress_ids, geometry, parse_block_ids, read_state_dict)
@@ -71,7 +71,7 @@ class BokehAdapter(nn.Module):
             BokehLayer(hidden_dim, context_dim, rank, alpha, unfreeze_q, unfreeze_k) if i in sel else nn.Module()
             for i in range(num_layers)
         ])
-        self._state = processor.ProcessorState()
+        self._state = ProcessorState()
         self.k_values: Optional[list[float]] = None
         self.source: Optional[str] = None
 
@@ -84,11 +84,11 @@ class BokehAdapter(nn.Module):
         """Build an adapter for a diffusers ``FluxTransformer2DModel`` (on its device, in its dtype
         unless given) and attach it. On a smaller transformer the release default "0-56" is cut to
         the layers that exist."""
-        count, width = processor.transformer_geometry(transformer)
+        count, width = transformer_geometry(transformer)
         if isinstance(blocks, str) and blocks.strip() == RELEASE_BLOCKS and count < RELEASE_LAYERS:
             blocks = f"0-{count - 1}"
         ids = parse_block_ids(blocks, count)
-        device, dtype = processor.module_device(transformer), dtype or processor.module_dtype(transformer)
+        device, dtype = module_device(transformer), dtype or module_dtype(transformer)
         with torch.device(device):
             adapter = cls(count, width, ids, rank, alpha, unfreeze_q, unfreeze_k, context_dim)
         adapter.to(dtype=dtype)
@@ -201,12 +201,12 @@ class BokehAdapter(nn.Module):
         Any other bokeh adapter attached there is detached first. ``dtype="auto"`` casts the adapter
         to the transformer's dtype (what the release does at inference); None keeps its own.
         """
-        processor.install(self, transformer, dtype)
+        install(self, transformer, dtype)
         return self
 
     def detach(self) -> None:
         """Put the transformer's original processors back (the base model, exactly)."""
-        processor.uninstall(self)
+        uninstall(self)
 
     def grow_to(self, num_layers: int) -> None:
         """Pad with empty layers: a file's highest block need not be the transformer's last layer."""
