@@ -75,9 +75,15 @@ class AdapterRuntime:
 
     def release(self, keep_device: Optional[torch.device] = None) -> None:
         """Drop copies that are not on ``keep_device`` (all of them when None)."""
-        keep = None if keep_device is None else str(keep_device)
-        self._maps = {k: v for k, v in self._maps.items() if k[0] == keep}
-        self._values = {k: v for k, v in self._values.items() if k[1] == keep}
+
+        def kept(device: str) -> bool:
+            if keep_device is None:
+                return False
+            held, keep = torch.device(device), torch.device(keep_device)
+            return held.type == keep.type and (keep.index is None or held.index in (None, keep.index))
+
+        self._maps = {k: v for k, v in self._maps.items() if kept(k[0])}
+        self._values = {k: v for k, v in self._values.items() if kept(k[1])}
 
 
 def _adapt_heads(x: torch.Tensor, maps) -> torch.Tensor:
