@@ -279,3 +279,44 @@ def input_change_key(name: str) -> Optional[str]:
 def validate_input_file(name: str, what: str = "file"):
     """VALIDATE_INPUTS for an upload-widget file: True, or ComfyUI's message."""
     return True if input_exists(name) else f"Invalid {what}: {name}"
+
+
+# =========================================================================== sampling
+# Helpers for nodes that run ComfyUI's samplers (kept apart from the sections above).
+
+DEFAULT_SAMPLER, DEFAULT_SCHEDULER = "euler", "simple"
+
+
+def sampler_choices() -> tuple[list[str], list[str]]:
+    """ComfyUI's sampler and scheduler names (just the defaults outside ComfyUI)."""
+    if IN_COMFY:
+        import comfy.samplers
+
+        return list(comfy.samplers.KSampler.SAMPLERS), list(comfy.samplers.KSampler.SCHEDULERS)
+    return [DEFAULT_SAMPLER], [DEFAULT_SCHEDULER]
+
+
+class SamplingProgress:
+    """One progress bar with latent previews over several sampling runs (e.g. every frame of a
+    stack): ``callback(offset)`` is the ``callback`` for a ComfyUI sampling run whose first step
+    is number ``offset + 1`` of ``total``. Pressing Cancel stops at the next step."""
+
+    def __init__(self, model, total: int):
+        self.total = max(1, int(total))
+        self._bar = _cu.ProgressBar(self.total) if IN_COMFY else None
+        self._previewer = None
+        if IN_COMFY:
+            import latent_preview
+
+            self._previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
+
+    def callback(self, offset: int):
+        def on_step(step, x0, _x, _total_steps):
+            check_interrupt()
+            if self._bar is not None:
+                preview = None
+                if self._previewer is not None:
+                    preview = self._previewer.decode_latent_to_preview_image("JPEG", x0)
+                self._bar.update_absolute(offset + step + 1, self.total, preview)
+
+        return on_step
