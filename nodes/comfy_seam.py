@@ -320,3 +320,21 @@ class SamplingProgress:
                 self._bar.update_absolute(offset + step + 1, self.total, preview)
 
         return on_step
+
+
+# --------------------------------------------------------------------------- 3-D files
+
+def file_3d_type():
+    """ComfyUI's 3-D file class (``comfy_api.latest.Types.File3D``, newer ComfyUI), or None."""
+    if not IN_COMFY:
+        return None
+    try:
+        from comfy_api.latest import Types  # noqa: PLC0415 - only newer ComfyUI has 3-D types
+    except ImportError:
+        return None
+    return getattr(Types, "File3D", None)
+
+
+def output_relative(path: str) -> str:
+    """``subfolder/name`` of a file in the output folder, as ComfyUI's Preview 3D node takes it."""
+    return os.path.relpath(path, output_directory()).replace(os.sep, "/")

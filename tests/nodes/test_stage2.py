@@ -82,8 +82,7 @@ def test_unidepth_file_end_to_end(models):
     model = managed.model
     model.config.update(pixels_min=3000, pixels_max=9000)  # the release budget (>= 200k px) is slow here
     img = torch.rand(1, 40, 60, 3)
-    camera, summary = N["BokehDepthCameraIntrinsics"]().make("35mm-equivalent focal length", 10, 10, 36.0, 50.0,
-                                                             36.0, 1.0, 1.0, -1.0, -1.0, image=img)
+    camera, summary = N["BokehDepthCameraIntrinsics"]().make(36.0, 36.0, 10, 10, image=img)  # 35 mm-equivalent 36 mm
     assert camera.shape == (1, 3, 3) and float(camera[0, 0, 0]) == pytest.approx(60.0) and "fx=60.00" in summary
     stack = torch.rand(2, 40, 60, 3)
     depth, preview = N["BokehDepthEstimateDepthStack"]().estimate(
