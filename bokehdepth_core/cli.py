@@ -1,4 +1,4 @@
-"""Command line: ``python -m bokehdepth_core {demo,calib,bench} ...``."""
+"""Command line: ``python -m bokehdepth_core {demo,synth,calib,bench,train,eval} ...``."""
 
 from __future__ import annotations
 

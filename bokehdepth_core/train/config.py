@@ -39,7 +39,7 @@ COMMON = {
 TYPES = {
     "resume_from": str, "manifest_path": str, "val_manifest_path": str, "max_steps": int,
     "pretrained_from": str, "stack_indices": int, "lora_rank": int, "lora_alpha": float,
-    "pretrained_model": str, "adapter_from": str, "max_samples": int,
+    "pretrained_model": str, "adapter_from": str, "max_samples": int, "max_grad_norm": float,
 }
 CHOICES = {"mixed_precision": ("no", "fp16", "bf16")}
 

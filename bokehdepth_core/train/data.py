@@ -70,14 +70,14 @@ def load_manifest(path: str, split: Optional[str] = None) -> list[dict]:
     return out
 
 
-def _first(sample: dict, keys: Iterable[str]) -> Optional[str]:
+def first_key(sample: dict, keys: Iterable[str]) -> Optional[str]:
     for k in keys:
         if sample.get(k):
             return str(sample[k])
     return None
 
 
-def _resolve(path: str, base: str) -> str:
+def resolve_path(path: str, base: str) -> str:
     path = os.path.expanduser(path)
     return path if os.path.isabs(path) else os.path.normpath(os.path.join(base, path))
 
@@ -116,10 +116,10 @@ def stack_of(sample: dict, source: str = "bokeh", indices: Optional[Sequence[int
         if "focus_stack" not in sample:
             raise ValueError("stack_source is 'focus' but a manifest entry has no focus_stack/focus_values "
                              "(write the data with `synth --train --focus-frames N`)")
-        paths = [_resolve(p, base) for p in sample["focus_stack"]]
+        paths = [resolve_path(p, base) for p in sample["focus_stack"]]
         values = [float(v) for v in sample["focus_values"]]
     elif "stack" in sample and "k" in sample:
-        paths = [_resolve(p, base) for p in sample["stack"]]
+        paths = [resolve_path(p, base) for p in sample["stack"]]
         values = [float(v) for v in sample["k"]]
     elif "ids" in sample and "k_values" in sample:
         ids = [str(i) for i in sample["ids"]]
@@ -127,8 +127,8 @@ def stack_of(sample: dict, source: str = "bokeh", indices: Optional[Sequence[int
         values = [float(kv[i]) for i in ids] if isinstance(kv, dict) else [float(v) for v in kv]
         sdir = sample.get("stack_dir") or sample.get("defocus_stack_dir")
         if sdir is None and "stack_index" in sample:
-            sdir = os.path.dirname(_resolve(sample["stack_index"], base))
-        sdir = _resolve(sdir or "defocus_stack", base)
+            sdir = os.path.dirname(resolve_path(sample["stack_index"], base))
+        sdir = resolve_path(sdir or "defocus_stack", base)
         paths = [os.path.join(sdir, f"{i}.png") for i in ids]
     elif source == "none":
         return [], []
@@ -179,11 +179,11 @@ class DepthStackDataset(torch.utils.data.Dataset):
 
     def paths(self, index: int) -> tuple[str, str]:
         s = self.samples[index]
-        img, dep = _first(s, IMAGE_KEYS), _first(s, DEPTH_KEYS)
+        img, dep = first_key(s, IMAGE_KEYS), first_key(s, DEPTH_KEYS)
         if img is None or dep is None:
             raise ValueError(f"manifest entry {index} needs an image ({'/'.join(IMAGE_KEYS)}) and a depth "
                              f"({'/'.join(DEPTH_KEYS)}) path")
-        return _resolve(img, s["_base"]), _resolve(dep, s["_base"])
+        return resolve_path(img, s["_base"]), resolve_path(dep, s["_base"])
 
     def _crop(self, h: int, w: int) -> tuple[int, int]:
         if h < self.size or w < self.size:
@@ -197,11 +197,11 @@ class DepthStackDataset(torch.utils.data.Dataset):
         img_path, depth_path = self.paths(index)
         rgb = read_rgb(img_path).permute(2, 0, 1)
         depth = read_depth(depth_path, self.depth_scale)
-        mask_path = _first(s, MASK_KEYS)
+        mask_path = first_key(s, MASK_KEYS)
         if mask_path:
             from PIL import Image
 
-            with Image.open(_resolve(mask_path, s["_base"])) as im:
+            with Image.open(resolve_path(mask_path, s["_base"])) as im:
                 m = torch.from_numpy((np.asarray(im.convert("L")) > 0).astype(np.float32))
             mask = _resize(m[None], tuple(depth.shape), "nearest")[0] > 0.5
         else:

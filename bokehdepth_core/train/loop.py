@@ -186,7 +186,8 @@ def train(recipe: Recipe, cfg: dict, accelerator=None) -> dict:
                 optimizer.step()
                 optimizer.zero_grad()
             losses.append(float(loss.detach().float()))
-            seen += int(batch["image"].shape[0] if "image" in batch else 1) * accelerator.num_processes
+            first = batch["image"] if isinstance(batch.get("image"), torch.Tensor) else batch["images"]
+            seen += int(first.shape[0]) * accelerator.num_processes
             if accelerator.sync_gradients:
                 step += 1
                 recipe.after_step(step)
