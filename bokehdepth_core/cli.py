@@ -1,4 +1,4 @@
-"""Command line: ``python -m bokehdepth_core {demo,synth,calib,bench,train,eval} ...``."""
+"""Command line: ``python -m bokehdepth_core {demo,calib,bench} ...``."""
 
 from __future__ import annotations
 
@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeat", type=int, default=3)
     b.add_argument("--steps", type=int, default=None, help="denoising steps for 'stack' (default 10)")
     b.set_defaults(func=_cmd_bench)
+
+    from .train import register as register_training  # train, eval and synth --train
+
+    register_training(sub)
     return p
 
 
