@@ -7,7 +7,7 @@ import json
 
 from .config import add_option_flags, check_common, read_config_file, resolve
 
-RECIPES = ("adapter", "dav2")
+RECIPES = ("adapter", "dav2", "unidepth")
 
 
 def recipe_class(name: str):

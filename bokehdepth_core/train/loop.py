@@ -144,7 +144,8 @@ def train(recipe: Recipe, cfg: dict, accelerator=None) -> dict:
     if accelerator.trackers == [] and _tracker() and accelerator.is_main_process:
         accelerator.init_trackers(recipe.name)
     train_loader = _loader(recipe.train_set, cfg, recipe.collate, True, int(cfg["batch_size"]))
-    val_loader = _loader(recipe.val_set, cfg, recipe.collate, False, 1) if recipe.val_set is not None else None
+    val_collate = getattr(recipe, "val_collate", recipe.collate)
+    val_loader = _loader(recipe.val_set, cfg, val_collate, False, 1) if recipe.val_set is not None else None
     start_epoch, step = 0, 0
     if cfg.get("resume_from"):
         start_epoch, step = recipe.resume(cfg["resume_from"])
@@ -212,12 +213,14 @@ def train(recipe: Recipe, cfg: dict, accelerator=None) -> dict:
                 row.update({f"val_{k}": v for k, v in recipe.validate(model, val_loader, accelerator).items()})
         metrics.write(row)
         last = row
-        score = row.get(f"val_{recipe.best_key}", mean_loss if recipe.val_set is None else None)
+        saving = (epoch + 1) % int(cfg["save_every"]) == 0 or last_epoch  # the release's cadence
+        # best: by the validation number when there is a validation set, else by the epoch's mean
+        # training loss at save time (the adapter release's "smart checkpoint")
+        score = row.get(f"val_{recipe.best_key}") if recipe.val_set is not None else (mean_loss if saving else None)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            latest = os.path.join(cfg["save_path"], "latest.pth")
-            recipe.save(accelerator, model, latest, epoch, step, cfg)
-            if (epoch + 1) % int(cfg["save_every"]) == 0 or last_epoch:
+            if saving:
+                recipe.save(accelerator, model, os.path.join(cfg["save_path"], "latest.pth"), epoch, step, cfg)
                 recipe.save(accelerator, model, os.path.join(cfg["save_path"], f"epoch_{epoch + 1}.pth"),
                             epoch, step, cfg, with_optimizer=False)
             if _better(score, best, recipe.best_mode):
