@@ -43,6 +43,7 @@ DEFAULTS = {
     "lr_final": 1e-6,
     "lr_warmup": 1.0,
     "encoder_lr": 2e-6,
+    "frozen_stages": 0,  # the release's: >= 0 freezes the patch embedding, n > 0 also the first n ViT blocks
     "wd": 0.1,
     "wd_final": 0.1,
     "warmup_iters": 18750,
@@ -122,7 +123,9 @@ class UniDepthRecipe(Recipe):
             out["batch_size"] = int(t["batch_size"]) // max(1, int(t.get("nsteps_accumulation_gradient", 1)))
         if "f16" in t:
             out["mixed_precision"] = "fp16" if t["f16"] else "no"
-        out["encoder_lr"] = cfg.get("model", {}).get("pixel_encoder", {}).get("lr", 2e-6)
+        enc = cfg.get("model", {}).get("pixel_encoder", {})
+        out["encoder_lr"] = enc.get("lr", 2e-6)
+        out["frozen_stages"] = enc.get("frozen_stages", 0)
         if d.get("defocus_stack_indices") is not None:
             out["stack_indices"] = d["defocus_stack_indices"]
         if d.get("num_copies"):
@@ -134,6 +137,7 @@ class UniDepthRecipe(Recipe):
         self.model = build_unidepthv2_dsfa(cfg.get("model_config") or None)
         info = load_initial_weights(self.model, cfg.get("pretrained_from"), adapt=_release_remap)
         self.new_names = set(info["missing"]) if cfg.get("pretrained_from") else None
+        self.freeze(int(cfg["frozen_stages"]))
         if cfg["gradient_checkpointing"]:
             checkpoint_blocks(self.model.pixel_encoder.backbone.blocks)
         self.optimizer = torch.optim.AdamW(self.param_groups())
@@ -156,6 +160,20 @@ class UniDepthRecipe(Recipe):
         if cfg.get("val_manifest_path"):
             self.val_set = DepthStackDataset(cfg["val_manifest_path"], "val", augment=False, **data)
             self.val_collate = collate
+
+    def freeze(self, stages: int) -> None:
+        """The release backbone's ``frozen_stages`` (applied by its ``train()``)."""
+        vit = self.model.pixel_encoder.backbone
+        vit.mask_token.requires_grad_(False)  # unused tokens, never trained there
+        if vit.register_tokens is not None:
+            vit.register_tokens.requires_grad_(False)
+        if stages > -1:
+            vit.patch_embed.requires_grad_(False)
+        for blk in vit.blocks[:max(0, stages)]:
+            blk.requires_grad_(False)
+        if stages >= 1:
+            vit.cls_token.requires_grad_(False)
+            vit.pos_embed.requires_grad_(False)
 
     def param_groups(self) -> list[dict]:
         cfg, m = self.cfg, self.model
