@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from .metrics import DEPTH_KEYS, depth_metrics
-from .train.data import DEPTH_KEYS as MANIFEST_DEPTH_KEYS, IMAGE_KEYS, first_key, load_manifest, resolve_path, read_depth, read_rgb, stack_of
+from .train.data import DEPTH_KEYS as MANIFEST_DEPTH_KEYS
+from .train.data import IMAGE_KEYS, first_key, load_manifest, read_depth, read_rgb, resolve_path, stack_of
 
 PROTOCOLS = {
     "generic": {"min_depth": 1e-3, "max_depth": float("inf"), "crop": None},
@@ -189,9 +190,11 @@ def evaluate(model: str, data: str, out_dir: str, stack: str = "generated", prot
             for mode in todo:
                 pred = predict(sample, mode != "none")
                 if tuple(pred.shape) != tuple(sample["gt"].shape):
-                    raise ValueError(f"prediction for {sid} is {tuple(pred.shape)}, ground truth {tuple(sample['gt'].shape)}")
+                    raise ValueError(f"prediction for {sid} is {tuple(pred.shape)}, "
+                                     f"ground truth {tuple(sample['gt'].shape)}")
                 m = image_row(pred, sample["gt"], proto, align)
-                writer.writerow({"id": sid, "stack": mode, **{k: m[k] for k in DEPTH_KEYS}, "valid_pixels": m["valid_pixels"]})
+                writer.writerow({"id": sid, "stack": mode, **{k: m[k] for k in DEPTH_KEYS},
+                                 "valid_pixels": m["valid_pixels"]})
                 f.flush()
     if accelerator is not None:
         accelerator.wait_for_everyone()

@@ -56,10 +56,12 @@ DEFAULTS = {
     "max_grad_norm": None,
 }
 
-TEMPLATES = (
+TEMPLATES = (  # the release's I2I prompt templates
     "Set dof_cond = {value} (stronger background defocus), no changes to composition, lighting, or colors.",
-    "Increase dof_cond to {value} to enhance background blur; preserve subject sharpness and keep composition, lighting, colors unchanged.",
-    "Apply dof_cond = {value} for stronger bokeh; keep the main subject crisp, do not alter composition, lighting, or color tone.",
+    "Increase dof_cond to {value} to enhance background blur; preserve subject sharpness and keep composition, "
+    "lighting, colors unchanged.",
+    "Apply dof_cond = {value} for stronger bokeh; keep the main subject crisp, do not alter composition, lighting, "
+    "or color tone.",
     "Use dof_cond = {value} to intensify background defocus; maintain original framing, lighting, and color fidelity.",
 )
 
@@ -218,7 +220,8 @@ class AdapterRecipe(Recipe):
         hidden = torch.cat([packed, P._pack_latents(ref_latents, rb, rc, rh, rw)], dim=1).to(dt)
         guidance = (torch.full((b,), float(self.cfg["guidance_scale"]), device=dev, dtype=dt)
                     if self.transformer.config.guidance_embeds else None)
-        pred = model(hidden, k_norm, (timesteps / 1000).to(dt), guidance, pooled, prompt, text_ids[0] if text_ids.ndim == 3 else text_ids,
+        txt_ids = text_ids[0] if text_ids.ndim == 3 else text_ids
+        pred = model(hidden, k_norm, (timesteps / 1000).to(dt), guidance, pooled, prompt, txt_ids,
                      torch.cat([ids, ref_ids], dim=0))
         pred = P._unpack_latents(pred[:, :n_target], height=h * self.vae_scale, width=w * self.vae_scale,
                                  vae_scale_factor=self.vae_scale)

@@ -146,7 +146,7 @@ class UniDepthRecipe(Recipe):
         self.schedules = []
         for g in self.optimizer.param_groups:
             self.schedules.append({"lr": cosine_schedule(g["lr_init"], g["lr"], g["lr_final"], warm, total),
-                                   "weight_decay": cosine_schedule(g["weight_decay"], g["weight_decay"], g["weight_decay"], 0, total),
+                                   "weight_decay": cosine_schedule(*[g["weight_decay"]] * 3, 0, total),
                                    "betas": cosine_schedule(*beta, warm, total)})
         self.params = list(self.model.parameters())
         self.ema = [p.detach().clone() for p in self.params] if cfg["ema"] else None
@@ -193,7 +193,8 @@ class UniDepthRecipe(Recipe):
                                        "lr_final": final_lr * ratio, "weight_decay": wd})
             else:  # no pretrained file: decay / no-decay split as the release's get_params
                 skip = ("latents_pos", "level_embeds")
-                nodecay = [p for n, p in named if p.ndim == 1 or n.endswith((".bias", ".gamma", ".beta")) or any(s in n for s in skip)]
+                nodecay = [p for n, p in named
+                           if p.ndim == 1 or n.endswith((".bias", ".gamma", ".beta")) or any(s in n for s in skip)]
                 ids = {id(p) for p in nodecay}
                 ratio = lr / base_lr
                 for params, w in (([p for _, p in named if id(p) not in ids], wd), (nodecay, 0.0)):
@@ -217,7 +218,8 @@ class UniDepthRecipe(Recipe):
                  "SelfDistill": WEIGHTS["invariance"] * L.self_distill(pred, batch["intrinsics"].to(x.device), mask,
                                                                         torch.zeros(b, dtype=torch.bool)).mean(),
                  "EdgeGuidedLocalSSI": WEIGHTS["ssi"] * L.edge_guided_ssi(pred, depth, mask, x, mask).mean(),
-                 "Confidence_conf": WEIGHTS["confidence"] * L.confidence_loss(out["confidence"].log(), pred, depth, mask).mean()}
+                 "Confidence_conf": WEIGHTS["confidence"] * L.confidence_loss(out["confidence"].log(), pred, depth,
+                                                                              mask).mean()}
         if cfg["enable_mse_loss"]:
             parts["metric_depth_mse"] = float(cfg["mse_loss_weight"]) * (pred - depth).pow(2)[mask.bool()].mean()
         if parts["SILog"].abs() < 1e-7:  # the release drops an exactly-zero SILog from the sum
