@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from .config import add_option_flags, check_common, read_config_file, resolve
 
@@ -47,7 +48,8 @@ def _cmd_train(args) -> int:
     flags = {k: v for k, v in vars(args).items() if k not in ("func", "command", "recipe", "config")}
     cfg = recipe_config(args.recipe, args.config, flags)
     summary = run_training(args.recipe, cfg)
-    print(json.dumps(summary, indent=2, default=str))
+    if os.environ.get("RANK", "0") == "0":  # one summary per run, not per process
+        print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
