@@ -47,6 +47,12 @@ def manifest_file(path: str) -> str:
     return path
 
 
+def val_split(train_manifest: str, val_manifest: str) -> Optional[str]:
+    """Validating on the training manifest uses its ``val`` entries; another manifest, all of them."""
+    same = os.path.abspath(manifest_file(train_manifest)) == os.path.abspath(manifest_file(val_manifest))
+    return "val" if same else None
+
+
 def load_manifest(path: str, split: Optional[str] = None) -> list[dict]:
     """Entries of a manifest (``split`` keeps entries of that split and those without one)."""
     path = manifest_file(path)

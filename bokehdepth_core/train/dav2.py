@@ -14,7 +14,7 @@ import torch
 from ..metrics import depth_metrics
 from ..stage2 import build_dav2_dsfa
 from .config import COMMON
-from .data import DepthStackDataset, collate
+from .data import DepthStackDataset, collate, val_split
 from .loop import Recipe
 from .stage2_common import checkpoint_blocks, load_initial_weights, to_gt_size, write_weights
 
@@ -126,9 +126,8 @@ class DAv2Recipe(Recipe):
         self.train_set = DepthStackDataset(cfg["manifest_path"], "train", augment=bool(cfg["augment"]),
                                            split="train", **data)
         if cfg.get("val_manifest_path"):
-            same = cfg["val_manifest_path"] == cfg["manifest_path"]
             self.val_set = DepthStackDataset(cfg["val_manifest_path"], "val", augment=False,
-                                             split="val" if same else None, **data)
+                                             split=val_split(cfg["manifest_path"], cfg["val_manifest_path"]), **data)
         self.collate = collate
 
     @staticmethod

@@ -22,7 +22,7 @@ from ..stage2 import build_unidepthv2_dsfa
 from . import unidepth_losses as L
 from .config import COMMON
 from .dav2 import validate_depth
-from .data import DepthStackDataset, collate
+from .data import DepthStackDataset, collate, val_split
 from .loop import Recipe
 from .stage2_common import checkpoint_blocks, load_initial_weights, write_weights
 
@@ -158,7 +158,8 @@ class UniDepthRecipe(Recipe):
         self.train_set = CopiesDataset(base, int(cfg["num_copies"]), cfg["default_intrinsics"])
         self.collate = collate_copies
         if cfg.get("val_manifest_path"):
-            self.val_set = DepthStackDataset(cfg["val_manifest_path"], "val", augment=False, **data)
+            self.val_set = DepthStackDataset(cfg["val_manifest_path"], "val", augment=False,
+                                             split=val_split(cfg["manifest_path"], cfg["val_manifest_path"]), **data)
             self.val_collate = collate
 
     def freeze(self, stages: int) -> None:
