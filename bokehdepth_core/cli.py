@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeat", type=int, default=3)
     b.add_argument("--steps", type=int, default=None, help="denoising steps for 'stack' (default 10)")
     b.set_defaults(func=_cmd_bench)
+
+    from .train import register as register_training  # train, eval and synth --train
+
+    register_training(sub)
     return p
 
 

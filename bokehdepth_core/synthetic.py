@@ -131,7 +131,7 @@ def planar_disparity(size: int, a: float, b: float, c: float, height: Optional[i
     return c / (1.0 - a * x - b * y)
 
 
-def _list_images(folder: Optional[str]) -> list[str]:
+def list_images(folder: Optional[str]) -> list[str]:
     if not folder:
         return []
     if not os.path.isdir(folder):
@@ -236,7 +236,7 @@ def generate_dataset(out_dir: str, n: int, size: int = 256, seed: int = 0, n_k: 
     metadata paths. Scene ``i`` uses seed ``seed + i`` (same seed, same dataset)."""
     if n < 1:
         raise ValueError(f"n (number of scenes) must be >= 1, got {n}")
-    fgs, bgs = _list_images(foreground_dir), _list_images(background_dir)
+    fgs, bgs = list_images(foreground_dir), list_images(background_dir)
     for sub in ("aif", "images", "depth", "metadata"):
         os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
     opts = {"gamma": 2.2, **render_options}

@@ -181,8 +181,11 @@ class BokehAdapter(nn.Module):
         if w.device.type == "meta":
             return None
         with torch.no_grad():
-            e = self.embedding_layer(x)
-            return {i: self.adapter_modules[i].to_v_dof(e) for i in self.blocks}
+            return self._values_of(x)
+
+    def _values_of(self, k_norm: torch.Tensor) -> dict[int, torch.Tensor]:
+        e = self.embedding_layer(k_norm.reshape(-1, 1).to(self.embedding_layer[0].weight.dtype))
+        return {i: self.adapter_modules[i].to_v_dof(e) for i in self.blocks}
 
     def qk_maps(self, index: int) -> tuple[Optional[LowRank], Optional[LowRank]]:
         """Layer ``index``'s low-rank maps on the flat q and k projections (None where not trained)."""
@@ -219,6 +222,13 @@ class BokehAdapter(nn.Module):
         ks = checks.k_values(k_values)
         self._state.set(self.bokeh_values(ks))
         self.k_values = ks
+
+    def condition_on(self, k_norm: torch.Tensor) -> None:
+        """Training: condition on already normalised K (``clamp(K, 1, 30) / 30``, one per sample),
+        keeping the autograd graph through the embedding and ``to_v_dof`` (``set_k`` embeds
+        without gradient). The condition stays set, so gradient checkpointing's re-run sees it."""
+        self._state.set(self._values_of(k_norm))
+        self.k_values = None
 
     def clear(self) -> None:
         """Drop the K conditioning; the q/k low-rank adapters stay active (as the release after sampling)."""
