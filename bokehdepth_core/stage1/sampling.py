@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from .. import checks
+from ..types import BokehStack
 
 PROMPT_TEMPLATE = (
     "Set dof_cond = {value:.2f} (stronger background defocus); "
@@ -139,8 +140,6 @@ def sample_stacks(pipe, adapter, images: torch.Tensor, k_values: Sequence[float]
     """:func:`sample_bokeh_stack` for each picture of a ``[B,H,W,3]`` batch -> a :class:`BokehStack`
     (reference = the 16-aligned picture the frames were made from). ``callback`` counts steps
     over the whole batch."""
-    from ..types import BokehStack
-
     images = checks.image_batch(images)
     ks = checks.k_values(k_values)
     steps = _steps(num_inference_steps)
@@ -161,11 +160,9 @@ def sample_stacks(pipe, adapter, images: torch.Tensor, k_values: Sequence[float]
 
 
 def make_stack(frames: Sequence[torch.Tensor], k_values: Sequence[float], references: Sequence[torch.Tensor],
-               **meta) -> "BokehStack":
+               **meta) -> BokehStack:
     """A Stage-1 :class:`BokehStack` from one ``[N,H,W,3]`` frame tensor and one ``[H,W,3]``
     reference per picture, all with the same K values."""
-    from ..types import BokehStack
-
     return BokehStack(frames=torch.stack(list(frames)).float(),
                       k_values=torch.tensor([list(k_values)] * len(frames), dtype=torch.float32),
                       reference=torch.stack(list(references)).float(), source="stage1", meta=meta)

@@ -15,7 +15,6 @@ import os
 from typing import Callable, Optional
 
 import numpy as np
-import torch
 
 from .. import render, synthetic
 from ..images import save_rgb

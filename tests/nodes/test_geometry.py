@@ -1,6 +1,5 @@
 """Geometry nodes (cameras, Depth Camera & Confidence, Save Point Cloud / Mesh) without ComfyUI."""
 
-import os
 
 import numpy as np
 import pytest
