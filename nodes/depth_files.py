@@ -155,7 +155,7 @@ class LoadDepth:
         return seam.validate_input_file(depth_file, "depth file")
 
     def load(self, depth_file, mode, scale, near_m, far_m, channel, value_range):
-        path = seam.input_path(depth_file)
+        path = seam.input_path(depth_file, "depth file")
         dm = depth_io.load_depth(path, mode=mode, scale=scale, near=near_m, far=far_m, channel=channel,
                                  normalize="minmax" if value_range == "minmax" else "dtype")
         dm.meta.setdefault("source", f"file:{os.path.basename(path)}")

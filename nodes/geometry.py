@@ -76,7 +76,7 @@ class CameraIntrinsics:
         photo = photo.strip() if photo else ""
         k, source = cam.intrinsics_for(MODES[mode], width, height, b, focal_35mm=focal_length_35mm,
                                        focal_mm=focal_length_mm, sensor_width_mm=sensor_width_mm, fx=fx, fy=fy,
-                                       cx=cx, cy=cy, photo=seam.input_path(photo) if photo else None)
+                                       cx=cx, cy=cy, photo=seam.input_path(photo, "photo") if photo else None)
         return (k, f"{cam.describe_intrinsics(k, width, height)} ({source})")
 
 

@@ -1,0 +1,178 @@
+"""Hostile file names from widgets and workflows, with ComfyUI's own path handling and without it:
+no file outside its folder is read or written, and refusals say nothing about other paths."""
+
+from __future__ import annotations
+
+import os
+import types
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from support import load_extension
+
+PLAIN = load_extension()
+
+
+def _folders(root):
+    f = types.SimpleNamespace(**{k: root / k for k in ("input", "output", "models", "outside")})
+    for p in vars(f).values():
+        p.mkdir()
+    np.save(f.input / "d.npy", np.full((6, 8), 2.0, np.float32))
+    np.save(f.outside / "secret.npy", np.full((6, 8), 3.0, np.float32))
+    Image.new("RGB", (16, 12)).save(f.outside / "secret.jpg")
+    (f.outside / "secret.pth").write_bytes(b"weights")
+    (f.models / "release.pth").write_bytes(b"weights")
+    os.symlink(f.outside / "secret.npy", f.input / "link.npy")
+    os.symlink(f.outside / "gone.npy", f.input / "dangling.npy")
+    os.symlink(f.outside / "secret.pth", f.models / "link.pth")
+    os.symlink(f.outside, f.output / "escape")
+    return f
+
+
+@pytest.fixture(params=["plain", "comfyui"])
+def world(request, tmp_path, monkeypatch):
+    """(extension, folders): the plain copy with its fallback folders, or the copy inside the real
+    ComfyUI with folder_paths pointed at the same folders (restored afterwards)."""
+    f = _folders(tmp_path)
+    if request.param == "plain":
+        monkeypatch.setenv("BOKEHDEPTH_INPUT_DIR", str(f.input))
+        monkeypatch.setenv("BOKEHDEPTH_OUTPUT_DIR", str(f.output))
+        monkeypatch.setenv("BOKEHDEPTH_MODELS_DIR", str(f.models))
+        yield PLAIN, f
+        return
+    request.getfixturevalue("comfyui")
+    ext = request.getfixturevalue("ext_in_comfyui")
+    import folder_paths as fp
+
+    saved = (fp.get_input_directory(), fp.get_output_directory(), fp.folder_names_and_paths.get("bokehdepth"))
+    fp.set_input_directory(str(f.input))
+    fp.set_output_directory(str(f.output))
+    fp.folder_names_and_paths["bokehdepth"] = ([str(f.models)], set(ext.nodes.comfy_seam.MODEL_EXTENSIONS))
+    try:
+        yield ext, f
+    finally:
+        fp.set_input_directory(saved[0])
+        fp.set_output_directory(saved[1])
+        if saved[2] is None:
+            fp.folder_names_and_paths.pop("bokehdepth", None)
+        else:
+            fp.folder_names_and_paths["bokehdepth"] = saved[2]
+
+
+def _hostile_names(f, stem="secret", ext=".npy"):
+    """Pairs (name of an existing file outside the folder, the same name of a missing one)."""
+    return [
+        (f"../outside/{stem}{ext}", f"../outside/missing{ext}"),
+        (str(f.outside / f"{stem}{ext}"), str(f.outside / f"missing{ext}")),
+        (f"sub/../../outside/{stem}{ext}", f"sub/../../outside/missing{ext}"),
+        (f"../outside/{stem}{ext} [input]", f"../outside/missing{ext} [input]"),
+        (f"../outside/{stem}{ext} [output]", f"../outside/missing{ext} [output]"),
+    ]
+
+
+def _refusal(fn):
+    """The error text of ``fn()``, which must refuse with a ValueError."""
+    with pytest.raises(ValueError) as e:
+        fn()
+    return str(e.value)
+
+
+def _same_refusal(fn, existing, missing, f):
+    a, b = _refusal(lambda: fn(existing)), _refusal(lambda: fn(missing))
+    assert a.replace(existing, "NAME") == b.replace(missing, "NAME"), (a, b)
+    assert str(f.outside) not in a.replace(existing, "")
+    return a
+
+
+def _load_depth(ext, name):
+    return ext.NODE_CLASS_MAPPINGS["BokehDepthLoadDepth"]().load(name, "auto", 1.0, 0.5, 20.0, "auto", "full")
+
+
+def test_load_depth_reads_only_the_input_folder(world):
+    ext, f = world
+    node = ext.NODE_CLASS_MAPPINGS["BokehDepthLoadDepth"]
+    dm, _, info = _load_depth(ext, "d.npy")
+    assert float(dm.depth.mean()) == 2.0 and "d.npy" in info
+    for existing, missing in _hostile_names(f) + [("link.npy", "dangling.npy")]:
+        msg = _same_refusal(lambda n: _load_depth(ext, n), existing, missing, f)
+        assert "input folder" in msg or "output folder" in msg
+        assert node.VALIDATE_INPUTS(existing).replace(existing, "N") == node.VALIDATE_INPUTS(missing).replace(missing, "N")
+        assert node.VALIDATE_INPUTS(existing) is not True
+        # the change key never looks at files outside the folder
+        assert node.IS_CHANGED(existing) == existing and node.IS_CHANGED(missing) == missing
+    for odd in ("", ".", "..", "a\x00b.npy", "input/../../x"):
+        assert node.VALIDATE_INPUTS(odd) is not True
+        with pytest.raises((ValueError, FileNotFoundError)):
+            _load_depth(ext, odd)
+    with pytest.raises(FileNotFoundError, match="input folder"):
+        _load_depth(ext, "nothing_here.npy")
+
+
+def test_photo_names_stay_in_the_input_folder(world):
+    ext, f = world
+    exif_node = ext.NODE_CLASS_MAPPINGS["BokehDepthKFromExif"]
+    camera_node = ext.NODE_CLASS_MAPPINGS["BokehDepthCameraIntrinsics"]
+    Image.new("RGB", (16, 12)).save(f.input / "photo.jpg")
+    camera = lambda name: camera_node().make("photo EXIF", 16, 12, 35.0, 50.0, 36.0, 1.0, 1.0, -1.0, -1.0,  # noqa: E731
+                                             photo=name)
+    exif = lambda name: exif_node().calibrate(name, 2.0, 50.0, 50.0, 2.0, 0.0)  # noqa: E731
+    assert exif("photo.jpg")[0] > 0
+    for existing, missing in _hostile_names(f, ext=".jpg"):
+        _same_refusal(exif, existing, missing, f)
+        _same_refusal(camera, existing, missing, f)
+        assert exif_node.VALIDATE_INPUTS(existing) is not True
+        assert camera_node.IS_CHANGED("photo EXIF", photo=existing) == existing
+
+
+def test_model_names_stay_in_the_model_folders(world):
+    ext, f = world
+    seam = ext.nodes.comfy_seam
+    assert seam.model_path("release.pth") == str(f.models / "release.pth")
+    for existing, missing in _hostile_names(f, ext=".pth")[:3]:
+        _same_refusal(seam.model_path, existing, missing, f)
+        assert seam.model_change_key(existing) == existing
+        _same_refusal(lambda n: ext.NODE_CLASS_MAPPINGS["BokehDepthLoadDepthModel"]().load(n, "auto", "auto", 0.0),
+                      existing, missing, f)
+    with pytest.raises(FileNotFoundError) as e:
+        seam.model_path("link.pth")  # a link that leads out of every model folder is not followed
+    assert "extra_model_paths.yaml" in str(e.value) and str(f.outside) not in str(e.value)
+
+
+def _save_depth(ext, prefix, b=1):
+    dm = ext.bokehdepth_core.types.DepthMap(depth=torch.full((b, 4, 5), 2.0))
+    return ext.NODE_CLASS_MAPPINGS["BokehDepthSaveDepth"]().save(dm, prefix, "npy", "linear", False, False)
+
+
+def _save_cloud(ext, prefix):
+    dm = ext.bokehdepth_core.types.DepthMap(depth=torch.full((1, 4, 5), 2.0), intrinsics=torch.tensor([[[4.0, 0, 2], [0, 4, 2], [0, 0, 1]]]))
+    return ext.NODE_CLASS_MAPPINGS["BokehDepthSavePointCloud"]().save(dm, torch.rand(1, 4, 5, 3), prefix, 1, 0.0,
+                                                                        0.0, "opencv")
+
+
+@pytest.mark.parametrize("save", [_save_depth, _save_cloud])
+def test_saves_stay_in_the_output_folder(world, save):
+    ext, f = world
+    before = sorted(os.listdir(f.outside))
+    for prefix in ("../../x", "../outside/x", str(f.outside / "x"), "sub/../../outside/x", "escape/x",
+                   "escape/deeper/x", "", ".", "a\x00b"):
+        msg = _refusal(lambda: save(ext, prefix))
+        assert "output folder" in msg and str(f.outside) not in msg.replace(prefix, "")
+    assert sorted(os.listdir(f.outside)) == before
+    save(ext, "ok/x")
+    assert os.listdir(f.output / "ok")
+
+
+def test_save_counter_never_reuses_a_number(world):
+    ext, f = world
+    _save_depth(ext, "run/d", b=3)  # d_00001_ .. d_00003_
+    os.remove(f.output / "run" / "d_00001_.npy")
+    _save_depth(ext, "run/d")
+    names = sorted(os.listdir(f.output / "run"))
+    assert names == ["d_00002_.npy", "d_00003_.npy", "d_00004_.npy"]
+    (f.output / "run" / "d_00041_.npy").write_bytes(b"")
+    (f.output / "run" / "dd_00099_.npy").write_bytes(b"")  # another prefix does not count
+    _save_depth(ext, "run/d")
+    assert (f.output / "run" / "d_00042_.npy").is_file()
