@@ -14,6 +14,8 @@ import torch.nn.functional as F
 
 Number = Union[int, float]
 
+MAX_VALUES = 1 << 28  # the largest array a file may declare: 268 M values (1 GiB as float32)
+
 
 def number(name: str, value, allowed: str = "> 0", *, minimum: float = 0.0, inclusive: bool = False) -> float:
     """A finite float above ``minimum`` (or equal to it when ``inclusive``)."""
@@ -24,6 +26,17 @@ def number(name: str, value, allowed: str = "> 0", *, minimum: float = 0.0, incl
     if not math.isfinite(v) or v < minimum or (v == minimum and not inclusive):
         raise ValueError(f"{name} must be a finite number {allowed}, got {value!r}")
     return v
+
+
+def declared_size(name: str, shape, limit: int = MAX_VALUES, unit: str = "values") -> int:
+    """The number of values a file declares (``shape``), refused before anything is read or
+    allocated when it exceeds ``limit``; ``name`` is the file."""
+    n = math.prod(int(s) for s in shape)
+    if n > limit:
+        dims = " x ".join(str(int(s)) for s in shape)
+        raise ValueError(f"{name}: declares {dims} = {n:,} {unit}, too large to load (at most {limit:,}); "
+                         "downscale or crop it, or split a batch into several files")
+    return n
 
 
 def per_item(name: str, value, batch: int, device=None, *, positive: bool = False,
