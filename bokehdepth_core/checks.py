@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 Number = Union[int, float]
 
+PIXEL_SLACK = 0.5  # resampling overshoot that images may carry beyond 0..1 (users of them clamp)
 MAX_VALUES = 1 << 28  # the largest array a file may declare: 268 M values (1 GiB as float32)
 
 
@@ -121,18 +122,33 @@ def _tensor(name: str, t, layout: str) -> torch.Tensor:
     return t
 
 
+def _pixels(name: str, t: torch.Tensor) -> torch.Tensor:
+    """Colour values as float32 in 0..1: uint8 is divided by 255 (said, not guessed); other integer or
+    boolean types, non-finite values and values far outside 0..1 (e.g. 0..255 floats) are refused."""
+    if t.dtype == torch.uint8:
+        return t.float().div_(255.0)
+    if not t.is_floating_point():
+        raise ValueError(f"{name} has {str(t.dtype).replace('torch.', '')} values; give float RGB in 0..1 "
+                         "(or uint8 0..255)")
+    t = t.float()
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or infinite values; clean the image (e.g. clamp to 0..1) first")
+    lo, hi = float(t.amin()), float(t.amax())
+    if lo < -PIXEL_SLACK or hi > 1 + PIXEL_SLACK:
+        raise ValueError(f"{name} values run from {lo:.4g} to {hi:.4g}, but images are 0..1 (ComfyUI's IMAGE); "
+                         + ("divide 0..255 values by 255" if hi > 2 else "clamp them to 0..1") + " first")
+    return t
+
+
 def image_batch(image, name: str = "image") -> torch.Tensor:
-    """An RGB image batch ``[B,H,W,3]`` (or one image ``[H,W,3]``), finite, as float32."""
+    """An RGB image batch ``[B,H,W,3]`` (or one image ``[H,W,3]``) as float32 in 0..1 (:func:`_pixels`)."""
     layout = "[B,H,W,3] (RGB, channels last, 0..1)"
     image = _tensor(name, image, layout)
     if image.ndim == 3:
         image = image.unsqueeze(0)
     if image.ndim != 4 or image.shape[-1] != 3:
         raise ValueError(f"{name} must be {layout}, got shape {tuple(image.shape)}")
-    image = image.float()
-    if not bool(torch.isfinite(image).all()):
-        raise ValueError(f"{name} contains NaN or infinite values; clean the image (e.g. clamp to 0..1) first")
-    return image
+    return _pixels(name, image)
 
 
 def depth_batch(depth, name: str = "depth") -> torch.Tensor:
@@ -148,6 +164,8 @@ def depth_batch(depth, name: str = "depth") -> torch.Tensor:
             raise ValueError(f"{name} must be a depth map [B,H,W] (a DepthMap or a tensor), "
                              f"got {type(depth).__name__}") from None
     depth = _tensor(name, depth, "[B,H,W]")
+    if depth.dtype == torch.bool or depth.is_complex():
+        raise ValueError(f"{name} has {str(depth.dtype).replace('torch.', '')} values; give real numbers (metres)")
     if depth.ndim == 2:
         depth = depth.unsqueeze(0)
     if depth.ndim == 4 and depth.shape[-1] == 1:
@@ -202,9 +220,7 @@ def stack_frames(frames, reference, name: str = "frames", min_frames: int = 1) -
         if b != 1:
             raise ValueError(f"{name} batch {frames.shape[0]} does not match reference batch {b}")
         reference = reference.expand(frames.shape[0], -1, -1, -1)
-    if not bool(torch.isfinite(frames).all()):
-        raise ValueError(f"{name} contain NaN or inf values")
-    return reference, frames.float().to(reference.device)
+    return reference, _pixels(name, frames).to(reference.device)
 
 
 def _same_size(name: str, t: torch.Tensor, size: tuple[int, int]) -> None:
