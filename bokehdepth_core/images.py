@@ -28,8 +28,9 @@ def open_image(path: PathLike) -> Image.Image:
     if not os.path.isfile(path):
         raise ValueError(f"image file not found: {name!r}")
     try:
-        with warnings.catch_warnings():  # an oversized image is refused below, with a clearer message
+        with warnings.catch_warnings():  # an oversized image is refused below, a damaged EXIF block noted by .exif
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.filterwarnings("ignore", "Corrupt EXIF", UserWarning)
             img = Image.open(path)
     except Image.DecompressionBombError:
         raise ValueError(f"{name}: declares more pixels than Pillow's limit of {max_pixels():,}; "
@@ -51,7 +52,11 @@ def open_image(path: PathLike) -> Image.Image:
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
     """A PIL image as RGB ``[1,H,W,3]`` in 0..1, turned upright by its EXIF orientation."""
-    rgb = ImageOps.exif_transpose(img).convert("RGB")
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: keep the pixels as stored
+        pass
+    rgb = img.convert("RGB")
     return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)[None]
 
 

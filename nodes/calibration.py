@@ -82,6 +82,8 @@ class BokehKFromExif:
 
     def calibrate(self, image, f_number, focal_length_mm, focal_length_35mm, focus_distance_m, sensor_width_mm):
         info, pixels = exif.read_photo(seam.input_path(image, "image"))
+        for why in info.warnings.values():
+            seam.log.warning("BokehDepth: %s: ignored EXIF %s", image, why)
         given = lambda v: float(v) if v and v > 0 else None  # noqa: E731 - 0 means "use EXIF"
         cal = exif.calibrate_from_exif(info, f_number=given(f_number), focal_mm=given(focal_length_mm),
                                        focal_35mm=given(focal_length_35mm), focus_m=given(focus_distance_m),
