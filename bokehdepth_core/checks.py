@@ -18,15 +18,32 @@ PIXEL_SLACK = 0.5  # resampling overshoot that images may carry beyond 0..1 (use
 MAX_VALUES = 1 << 28  # the largest array a file may declare: 268 M values (1 GiB as float32)
 
 
-def number(name: str, value, allowed: str = "> 0", *, minimum: float = 0.0, inclusive: bool = False) -> float:
-    """A finite float above ``minimum`` (or equal to it when ``inclusive``)."""
+def number(name: str, value, allowed: str = "> 0", *, minimum: float = 0.0, inclusive: bool = False,
+           maximum: float = math.inf) -> float:
+    """A finite float above ``minimum`` (or equal to it when ``inclusive``), at most ``maximum``."""
     try:
         v = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{name} must be a number {allowed}, got {value!r}") from None
-    if not math.isfinite(v) or v < minimum or (v == minimum and not inclusive):
+    if not math.isfinite(v) or v < minimum or (v == minimum and not inclusive) or v > maximum:
         raise ValueError(f"{name} must be a finite number {allowed}, got {value!r}")
     return v
+
+
+def integer(name: str, value, minimum: int, maximum: int) -> int:
+    """A whole number in ``minimum..maximum``."""
+    v = number(name, value, f"from {minimum} to {maximum}", minimum=-math.inf)
+    if v != int(v) or not minimum <= v <= maximum:
+        raise ValueError(f"{name} must be a whole number from {minimum} to {maximum}, got {value!r}")
+    return int(v)
+
+
+def aperture_blades(blades) -> int:
+    """0 (a round aperture) or the blade count of a polygonal one, 3..32."""
+    n = integer("blades", blades, 0, 32)
+    if n in (1, 2):
+        raise ValueError(f"blades must be 0 (round) or 3..32, got {blades}")
+    return n
 
 
 def declared_size(name: str, shape, limit: int = MAX_VALUES, unit: str = "values") -> int:
@@ -43,7 +60,7 @@ def declared_size(name: str, shape, limit: int = MAX_VALUES, unit: str = "values
 def per_item(name: str, value, batch: int, device=None, *, positive: bool = False,
              allow_negative: bool = True) -> torch.Tensor:
     """One number or one per batch item -> finite float32 ``[batch]``."""
-    t = torch.as_tensor(value, dtype=torch.float32, device=device).reshape(-1)
+    t = _numbers(name, value, device).reshape(-1)
     if t.numel() == 1:
         t = t.expand(batch)
     if t.numel() != batch:
@@ -54,7 +71,7 @@ def per_item(name: str, value, batch: int, device=None, *, positive: bool = Fals
 def per_item_rows(name: str, values, batch: int, device=None, *, positive: bool = False,
                   allow_negative: bool = True) -> torch.Tensor:
     """A list of numbers shared by the batch, or one row per batch item -> finite float32 ``[batch, N]``."""
-    t = torch.as_tensor(values, dtype=torch.float32, device=device)
+    t = _numbers(name, values, device)
     if t.ndim == 0:
         t = t.reshape(1)
     if t.ndim == 1:
@@ -63,6 +80,16 @@ def per_item_rows(name: str, values, batch: int, device=None, *, positive: bool 
         raise ValueError(f"{name} must be a list of numbers or one list per batch item ([{batch},N]), "
                          f"got shape {tuple(t.shape)}")
     return _signed(name, t.expand(batch, -1), positive, allow_negative)
+
+
+def _numbers(name: str, value, device=None) -> torch.Tensor:
+    """``value`` (a number, a list of them or a tensor) as float32, or a ValueError naming ``name``."""
+    if isinstance(value, str) or value is None:
+        raise ValueError(f"{name} must be a number or a list of numbers, got {value!r}")
+    try:
+        return torch.as_tensor(value, dtype=torch.float32, device=device)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise ValueError(f"{name} must be a number or a list of numbers, got {type(value).__name__}") from None
 
 
 def _signed(name: str, t: torch.Tensor, positive: bool, allow_negative: bool) -> torch.Tensor:
@@ -164,8 +191,8 @@ def depth_batch(depth, name: str = "depth") -> torch.Tensor:
             raise ValueError(f"{name} must be a depth map [B,H,W] (a DepthMap or a tensor), "
                              f"got {type(depth).__name__}") from None
     depth = _tensor(name, depth, "[B,H,W]")
-    if depth.dtype == torch.bool or depth.is_complex():
-        raise ValueError(f"{name} has {str(depth.dtype).replace('torch.', '')} values; give real numbers (metres)")
+    if depth.is_complex():
+        raise ValueError(f"{name} has complex values; give real numbers")
     if depth.ndim == 2:
         depth = depth.unsqueeze(0)
     if depth.ndim == 4 and depth.shape[-1] == 1:

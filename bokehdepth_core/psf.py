@@ -120,6 +120,13 @@ def with_support(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, torch.ones_like(x[:, :1])], 1)
 
 
+def covering_radius(h: int, w: int, blades: int = 0) -> float:
+    """A blur radius past which the aperture covers every pair of pixels of an ``h x w`` frame:
+    all larger radii blur it to its mean, so callers cap radii there."""
+    reach = math.hypot(h, w) + 1.0
+    return reach / math.cos(math.pi / blades) if blades and blades >= 3 else reach
+
+
 def radius_grid(max_radius: float, fine_step: float = 0.5, fine_until: float = 3.0, rel_step: float = 0.12) -> list[float]:
     """Non-negative blur radii: ``fine_step`` apart up to ``fine_until``, then growing by ``rel_step``."""
     grid = [0.0]

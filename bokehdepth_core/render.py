@@ -21,8 +21,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .checks import depth_batch, image_batch, k_table, map_like, number, per_item, per_item_rows
-from .psf import blur_once, radius_grid
+from .checks import (aperture_blades, depth_batch, image_batch, integer, k_table, map_like, number, per_item,
+                     per_item_rows)
+from .psf import blur_once, covering_radius, radius_grid
 from .types import ProgressFn
 
 
@@ -120,13 +121,6 @@ def _fill_hidden(c: torch.Tensor, a: torch.Tensor) -> None:
     a.fill_(1.0)
 
 
-def _covering_radius(h: int, w: int, blades: int) -> float:
-    """A blur radius past which the aperture covers every pair of pixels of an ``h x w`` frame:
-    larger radii all blur a layer to its mean, so radii are capped there."""
-    reach = math.hypot(h, w) + 1.0
-    return reach / math.cos(math.pi / blades) if blades and blades >= 3 else reach
-
-
 def render_bokeh(image: torch.Tensor, disparity: torch.Tensor, k, focus_disparity, *,
                  gamma: float = 2.2, highlight: float = 0.0, highlight_threshold: float = 0.9,
                  blades: int = 0, blade_rotation: float = 0.0, confidence: Optional[torch.Tensor] = None,
@@ -152,16 +146,25 @@ def render_bokeh(image: torch.Tensor, disparity: torch.Tensor, k, focus_disparit
     dev = image.device
     kk = per_item("k", k, b, dev, positive=True)
     fd = per_item("focus_disparity", focus_disparity, b, dev, allow_negative=False)
-    number("gamma", gamma, "> 0 (2.2 = sRGB-like, 1 = blur the values as they are)")
-    if blades and not (3 <= int(blades) <= 32):
-        raise ValueError(f"blades must be 0 (round) or 3..32, got {blades}")
+    gamma = number("gamma", gamma, "in (0, 10] (2.2 = sRGB-like, 1 = blur the values as they are)", maximum=10.0)
+    highlight = number("highlight", highlight, ">= 0 (0 = off)", inclusive=True)
+    highlight_threshold = number("highlight_threshold", highlight_threshold, "in 0..1", inclusive=True)
+    if highlight_threshold >= 1:
+        raise ValueError(f"highlight_threshold must be below 1, got {highlight_threshold}")
+    blades = aperture_blades(blades)
+    blade_rotation = number("blade_rotation", blade_rotation, "(degrees)", minimum=-math.inf)
+    rel_step = number("rel_step", rel_step, "> 0 (layer spacing, e.g. 0.12)")
+    min_lowres_radius = number("min_lowres_radius", min_lowres_radius, "> 0 px")
+    max_scale = min(integer("max_scale", max_scale, 1, 1 << 16), max(h, w))
+    if max_radius is not None:
+        max_radius = number("max_radius", max_radius, ">= 0 px", inclusive=True)
 
     signed = kk.view(b, 1, 1) * (disparity - fd.view(b, 1, 1))  # > 0: in front of the focal plane
     if confidence is not None:
         conf = map_like(confidence, image, "confidence", allow_negative=False)
         signed = smooth_radius_field(signed, conf.clamp(0, 1), image)
-    cap = _covering_radius(h, w, int(blades)) * (1.0 + float(rel_step)) * 1.01
-    cap = min(cap, float(max_radius)) if max_radius is not None else cap
+    cap = covering_radius(h, w, blades) * (1.0 + rel_step) * 1.01
+    cap = min(cap, max_radius) if max_radius is not None else cap
     signed = signed.clamp(-cap, cap)
 
     rgb = image.clamp(0, 1).pow_(gamma).permute(0, 3, 1, 2)  # linear light
@@ -202,7 +205,7 @@ def render_bokeh(image: torch.Tensor, disparity: torch.Tensor, k, focus_disparit
         x[:, 3] = wgt
         x[:, 4] = 1.0
         del wgt
-        layer = _blur_layer(x, r, _layer_scale(r, min_lowres_radius, max_scale), int(blades), blade_rotation)
+        layer = _blur_layer(x, r, _layer_scale(r, min_lowres_radius, max_scale), blades, blade_rotation)
         a = layer[:, 3:4].clamp(0, 1)
         acc_c.mul_(1 - a).add_(layer[:, :3])
         acc_a.mul_(1 - a).add_(a)

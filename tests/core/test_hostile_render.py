@@ -13,6 +13,15 @@ import torch
 from bokehdepth_core import dfb, psf, render
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: threads only add start-up cost (large on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_blur_radius_beyond_the_image_side():
     g = torch.Generator().manual_seed(0)
     img = torch.rand(1, 5, 7, 3, generator=g)
