@@ -149,7 +149,7 @@ def _tensor(name: str, t, layout: str) -> torch.Tensor:
     return t
 
 
-def _pixels(name: str, t: torch.Tensor) -> torch.Tensor:
+def pixels(name: str, t: torch.Tensor) -> torch.Tensor:
     """Colour values as float32 in 0..1: uint8 is divided by 255 (said, not guessed); other integer or
     boolean types, non-finite values and values far outside 0..1 (e.g. 0..255 floats) are refused."""
     if t.dtype == torch.uint8:
@@ -168,14 +168,14 @@ def _pixels(name: str, t: torch.Tensor) -> torch.Tensor:
 
 
 def image_batch(image, name: str = "image") -> torch.Tensor:
-    """An RGB image batch ``[B,H,W,3]`` (or one image ``[H,W,3]``) as float32 in 0..1 (:func:`_pixels`)."""
+    """An RGB image batch ``[B,H,W,3]`` (or one image ``[H,W,3]``) as float32 in 0..1 (:func:`pixels`)."""
     layout = "[B,H,W,3] (RGB, channels last, 0..1)"
     image = _tensor(name, image, layout)
     if image.ndim == 3:
         image = image.unsqueeze(0)
     if image.ndim != 4 or image.shape[-1] != 3:
         raise ValueError(f"{name} must be {layout}, got shape {tuple(image.shape)}")
-    return _pixels(name, image)
+    return pixels(name, image)
 
 
 def depth_batch(depth, name: str = "depth") -> torch.Tensor:
@@ -247,7 +247,7 @@ def stack_frames(frames, reference, name: str = "frames", min_frames: int = 1) -
         if b != 1:
             raise ValueError(f"{name} batch {frames.shape[0]} does not match reference batch {b}")
         reference = reference.expand(frames.shape[0], -1, -1, -1)
-    return reference, _pixels(name, frames).to(reference.device)
+    return reference, pixels(name, frames).to(reference.device)
 
 
 def _same_size(name: str, t: torch.Tensor, size: tuple[int, int]) -> None:

@@ -8,7 +8,7 @@ from ..bokehdepth_core import depth_io
 from ..bokehdepth_core.images import save_rgb
 from ..bokehdepth_core.types import DepthMap
 from . import comfy_seam as seam
-from .common import DEPTH, category, depth_map
+from .common import DEPTH, category, depth_map, finite
 
 
 def _near_far_inputs(near_tip: str, far_tip: str):
@@ -158,6 +158,7 @@ class LoadDepth:
         path = seam.input_path(depth_file, "depth file")
         dm = depth_io.load_depth(path, mode=mode, scale=scale, near=near_m, far=far_m, channel=channel,
                                  normalize="minmax" if value_range == "minmax" else "dtype")
+        finite("Load Depth", confidence=dm.confidence, intrinsics=dm.intrinsics)  # depth: NaN marks invalid pixels
         dm.meta.setdefault("source", f"file:{os.path.basename(path)}")
         dm.depth = dm.depth.to(seam.intermediate_device())
         return (dm, _preview(dm), f"{os.path.basename(path)}: {depth_io.describe(dm)}")
@@ -187,6 +188,7 @@ class DepthFromImage:
     def convert(self, image, mode, scale, near_m, far_m, channel, value_range):
         depth = depth_io.image_to_depth(image, mode, near=near_m, far=far_m, scale=scale, channel=channel,
                                         value_range=value_range)
+        finite("Depth from Image", depth=depth)
         dm = DepthMap(depth=depth.to(seam.intermediate_device()),
                       meta={"source": f"image:{mode}", "near": near_m, "far": far_m, "scale": scale})
         return (dm, _preview(dm))

@@ -9,7 +9,7 @@ import torch
 from ..bokehdepth_core import camera as cam
 from ..bokehdepth_core import pointcloud
 from . import comfy_seam as seam
-from .common import CAMERA, DEPTH, category, depth_map, image_size, image_size_inputs
+from .common import CAMERA, DEPTH, category, depth_map, finite, image_size, image_size_inputs
 
 MODES = {
     "35mm-equivalent focal length": "f35",
@@ -77,6 +77,7 @@ class CameraIntrinsics:
         k, source = cam.intrinsics_for(MODES[mode], width, height, b, focal_35mm=focal_length_35mm,
                                        focal_mm=focal_length_mm, sensor_width_mm=sensor_width_mm, fx=fx, fy=fy,
                                        cx=cx, cy=cy, photo=seam.input_path(photo, "photo") if photo else None)
+        finite("Camera Intrinsics", camera=k)
         return (k, f"{cam.describe_intrinsics(k, width, height)} ({source})")
 
 
@@ -103,6 +104,7 @@ class DepthCamera:
         k = depth.intrinsics.float()
         conf = pointcloud.unit_confidence(depth)
         h, w = depth.depth.shape[-2:]
+        finite("Depth Camera & Confidence", camera=k, confidence=conf)
         return (k, torch.ones_like(depth.depth) if conf is None else conf, cam.describe_intrinsics(k, w, h))
 
 
