@@ -15,6 +15,7 @@ import torch.nn.functional as F
 Number = Union[int, float]
 
 PIXEL_SLACK = 0.5  # resampling overshoot that images may carry beyond 0..1 (users of them clamp)
+MAX_K_VALUES = 256  # frames of one stack
 MAX_VALUES = 1 << 28  # the largest array a file may declare: 268 M values (1 GiB as float32)
 
 
@@ -123,6 +124,8 @@ def k_values(values: Union[Number, Iterable[Number], torch.Tensor, None], name: 
         raise ValueError(f"{name} must be a list of numbers, got {values!r}") from None
     if not ks:
         raise ValueError(f"{name} is empty; give at least one K, e.g. '10, 20, 30' (a Bokeh K List node)")
+    if len(ks) > MAX_K_VALUES:
+        raise ValueError(f"{name} has {len(ks)} values; a stack takes at most {MAX_K_VALUES} (one frame each)")
     bad = [k for k in ks if not math.isfinite(k) or k <= 0]
     if bad:
         raise ValueError(f"{name} must be finite numbers > 0 (K is a blur strength in px*m), got {bad}")

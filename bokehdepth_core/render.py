@@ -21,8 +21,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .checks import (aperture_blades, depth_batch, image_batch, integer, k_table, map_like, number, per_item,
-                     per_item_rows)
+from .checks import (MAX_K_VALUES, aperture_blades, depth_batch, image_batch, integer, k_table, map_like, number,
+                     per_item, per_item_rows)
 from .psf import blur_once, covering_radius, radius_grid
 from .types import ProgressFn
 
@@ -153,7 +153,8 @@ def render_bokeh(image: torch.Tensor, disparity: torch.Tensor, k, focus_disparit
         raise ValueError(f"highlight_threshold must be below 1, got {highlight_threshold}")
     blades = aperture_blades(blades)
     blade_rotation = number("blade_rotation", blade_rotation, "(degrees)", minimum=-math.inf)
-    rel_step = number("rel_step", rel_step, "> 0 (layer spacing, e.g. 0.12)")
+    rel_step = number("rel_step", rel_step, "in 0.01..4 (layer spacing, e.g. 0.12)", minimum=0.01, inclusive=True,
+                      maximum=4.0)
     min_lowres_radius = number("min_lowres_radius", min_lowres_radius, "> 0 px")
     max_scale = min(integer("max_scale", max_scale, 1, 1 << 16), max(h, w))
     if max_radius is not None:
@@ -252,8 +253,7 @@ def _frames(image, disparity, ks: torch.Tensor, fds: torch.Tensor, callback: Pro
 def uniform_focus_disparities(disparity: torch.Tensor, n: int, margin: float = 0.0) -> torch.Tensor:
     """``n`` focus disparities per batch item spread uniformly over the scene's disparity range
     (a focus sweep uniform in disparity is uniform in blur). ``[B, n]``."""
-    if n < 1:
-        raise ValueError(f"n (frames) must be >= 1, got {n}")
+    n = integer("n (frames)", n, 1, MAX_K_VALUES)
     d = depth_batch(disparity, "disparity").flatten(1)
     lo, hi = d.amin(1), d.amax(1)
     span = hi - lo

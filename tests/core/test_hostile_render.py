@@ -98,3 +98,14 @@ def test_layer_loop_keeps_a_fixed_set_of_buffers():
         _live_full_size_bytes(h * w) if d in (2, t // 2, t) else 0))
     assert len(peaks) > 5
     assert max(peaks) <= 17.5 * h * w * 4, max(peaks) / (h * w * 4)
+
+
+def test_counts_asked_for_are_bounded():
+    img, disp = torch.rand(1, 8, 8, 3), torch.rand(1, 8, 8) + 0.1
+    with pytest.raises(ValueError, match="at most 256"):
+        render.bokeh_stack(img, disp, [1.0] * 1000, 0.5)
+    with pytest.raises(ValueError, match="frames"):
+        render.uniform_focus_disparities(disp, 10 ** 9)
+    for rel_step in (0.0, 1e-9, 1e9):  # layer spacing: a zero or tiny one would mean endless layers
+        with pytest.raises(ValueError, match="rel_step"):
+            render.render_bokeh(img, disp, 10.0, 0.5, rel_step=rel_step)
