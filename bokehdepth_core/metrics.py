@@ -43,15 +43,11 @@ def valid_mask(pred: torch.Tensor, gt: torch.Tensor, mask: Optional[torch.Tensor
     return valid
 
 
-def depth_metrics(pred, gt, mask: Optional[torch.Tensor] = None, align: str = "none", min_depth: float = 1e-3,
-                  max_depth: float = float("inf"), min_confidence: float = 0.0) -> dict:
-    """AbsRel, SqRel, RMSE, RMSE-log, delta1/2/3 over all valid pixels of the batch.
-
-    ``pred``/``gt``: ``[B,H,W]`` metres or DepthMaps. ``align``: "none" (metric, default) or "median"
-    (scale each prediction by median(gt)/median(pred) on its valid pixels). ``min_confidence`` > 0
-    scores only pixels where a DepthMap prediction's confidence reaches it. Returns floats plus
-    ``valid_pixels`` and the ``scale`` applied.
-    """
+def scored_pixels(pred, gt, mask: Optional[torch.Tensor] = None, align: str = "none", min_depth: float = 1e-3,
+                  max_depth: float = float("inf"), min_confidence: float = 0.0
+                  ) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """The (prediction, ground truth) values ``[N]`` (float64) that :func:`depth_metrics` scores, after
+    the optional median alignment, and the scales applied."""
     if align not in ("none", "median"):
         raise ValueError(f"align must be 'none' or 'median', got {align!r}")
     confidence = pred.confidence if isinstance(pred, DepthMap) else None
@@ -70,7 +66,20 @@ def depth_metrics(pred, gt, mask: Optional[torch.Tensor] = None, align: str = "n
             s = (gt[i][v].median() / pred[i][v].median()) if bool(v.any()) else torch.tensor(1.0)
             pred[i] = pred[i] * s
             scales.append(float(s))
-    p, g = pred[valid].double(), gt[valid].double()
+    return pred[valid].double(), gt[valid].double(), scales
+
+
+def depth_metrics(pred, gt, mask: Optional[torch.Tensor] = None, align: str = "none", min_depth: float = 1e-3,
+                  max_depth: float = float("inf"), min_confidence: float = 0.0) -> dict:
+    """AbsRel, SqRel, RMSE, RMSE-log, delta1/2/3 over all valid pixels of the batch.
+
+    ``pred``/``gt``: ``[B,H,W]`` metres or DepthMaps. ``align``: "none" (metric, default) or "median"
+    (scale each prediction by median(gt)/median(pred) on its valid pixels). ``min_confidence`` > 0
+    scores only pixels where a DepthMap prediction's confidence reaches it. Returns floats plus
+    ``valid_pixels`` and the ``scale`` applied.
+    """
+    p, g, scales = scored_pixels(pred, gt, mask, align, min_depth, max_depth, min_confidence)
+    n = int(p.numel())
     ratio = torch.maximum(p / g, g / p)
     out = {
         "abs_rel": float(((p - g).abs() / g).mean()),

@@ -149,15 +149,26 @@ def foreground_in_focus(f_number: float, focal_mm: float, focus_m: float, foregr
 # --------------------------------------------------------------------------- K lists
 
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_K_MULTIPLE = re.compile(r"^((?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)?\*?[kK]$")  # "K", "2K", "0.5*K"
 
 
-def parse_k_list(text: str) -> list[float]:
-    """``"10, 20, 30"`` (commas, spaces, semicolons or new lines) -> ``[10.0, 20.0, 30.0]``."""
+def parse_k_list(text: str, k: Optional[float] = None) -> list[float]:
+    """``"10, 20, 30"`` (commas, spaces, semicolons or new lines) -> ``[10.0, 20.0, 30.0]``. With a
+    calibrated ``k``, entries may be multiples of it: ``"0.5K, K, 2K"`` -> ``[k/2, k, 2k]``."""
     parts = [p for p in re.split(r"[,\s;]+", str(text or "").strip()) if p]
-    bad = [p for p in parts if not _NUMBER.match(p)]
-    if bad:
-        raise ValueError(f"k_list entry {bad[0]!r} is not a number: give numbers > 0 such as '10, 20, 30'")
-    return k_values([float(p) for p in parts], "k_list")
+    values = []
+    for p in parts:
+        m = _K_MULTIPLE.match(p)
+        if m:
+            if k is None:
+                raise ValueError(f"k_list entry {p!r} is a multiple of K: connect a K (e.g. from Bokeh K from Lens)")
+            values.append(float(m.group(1) or 1.0) * number("K", k))
+        elif _NUMBER.match(p):
+            values.append(float(p))
+        else:
+            raise ValueError(f"k_list entry {p!r} is not a number: give numbers > 0 such as '10, 20, 30' "
+                             "(or multiples of a connected K such as '0.5K, K, 2K')")
+    return k_values(values, "k_list")
 
 
 def k_range(k_min: float, k_max: float, k_step: float) -> list[float]:
@@ -173,10 +184,11 @@ def k_range(k_min: float, k_max: float, k_step: float) -> list[float]:
     return [round(lo + i * step, 6) for i in range(n)]
 
 
-def k_list(mode: str, text: str = "", k_min: float = 0.0, k_max: float = 0.0, k_step: float = 0.0) -> list[float]:
+def k_list(mode: str, text: str = "", k_min: float = 0.0, k_max: float = 0.0, k_step: float = 0.0,
+           k: Optional[float] = None) -> list[float]:
     """A K list typed out (``mode="list"``, :func:`parse_k_list`) or ``k_min..k_max`` (``"range"``)."""
     if mode == "list":
-        return parse_k_list(text)
+        return parse_k_list(text, k)
     if mode == "range":
         return k_range(k_min, k_max, k_step)
     raise ValueError(f"mode must be 'list' or 'range', got {mode!r}")

@@ -1,4 +1,5 @@
-"""3-D points from metric depth and pinhole intrinsics, and a binary PLY writer with colours.
+"""3-D points from metric depth and pinhole intrinsics, and coloured point-cloud files (GLB / PLY
+through :mod:`.mesh_files`).
 
 Camera coordinates are OpenCV's (x right, y down, z forward, metres); pixel ``(u, v)`` has its
 centre at ``(u + 0.5, v + 0.5)``, the convention of UniDepthV2's rays, so points computed here
@@ -9,17 +10,17 @@ camera looking down -z), which is what Blender, MeshLab and three.js viewers sho
 from __future__ import annotations
 
 import os
-from typing import Optional, Union
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
 
+from . import mesh_files
 from .camera import check_camera, pixel_grid
 from .checks import depth_batch, image_batch
 from .types import DepthMap, ProgressFn
 
-__all__ = ["depth_to_points", "points_for", "unit_confidence", "point_cloud", "write_point_clouds", "write_ply",
-           "read_ply", "COORDINATES"]
+__all__ = ["depth_to_points", "points_for", "unit_confidence", "point_cloud", "views", "write_point_clouds", "COORDINATES"]
 
 COORDINATES = ("opencv", "opengl")
 
@@ -96,86 +97,30 @@ def point_cloud(points: torch.Tensor, colors: Optional[torch.Tensor] = None, con
     return (xyz.numpy().astype(np.float32), col, None if conf is None else conf[keep].numpy().astype(np.float32))
 
 
-def write_ply(path: Union[str, os.PathLike], points: np.ndarray, colors: Optional[np.ndarray] = None,
-              confidence: Optional[np.ndarray] = None, comment: str = "") -> str:
-    """Binary little-endian PLY: float x, y, z [, uchar red, green, blue] [, float confidence]."""
-    pts = np.ascontiguousarray(points, dtype=np.float32).reshape(-1, 3)
-    n = len(pts)
-    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
-    if colors is not None:
-        colors = np.asarray(colors)
-        if colors.shape != (n, 3):
-            raise ValueError(f"colors must be [{n},3], got {colors.shape}")
-        if colors.dtype != np.uint8:
-            colors = (np.clip(colors, 0, 1) * 255).round().astype(np.uint8)
-        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
-    if confidence is not None:
-        confidence = np.asarray(confidence, dtype=np.float32).reshape(-1)
-        if len(confidence) != n:
-            raise ValueError(f"confidence must have {n} values, got {len(confidence)}")
-        fields.append(("confidence", "<f4"))
-    rec = np.empty(n, dtype=fields)
-    rec["x"], rec["y"], rec["z"] = pts[:, 0], pts[:, 1], pts[:, 2]
-    if colors is not None:
-        rec["red"], rec["green"], rec["blue"] = colors[:, 0], colors[:, 1], colors[:, 2]
-    if confidence is not None:
-        rec["confidence"] = confidence
-    ply_type = {"<f4": "float", "u1": "uchar"}
-    header = ["ply", "format binary_little_endian 1.0"]
-    header += [f"comment {line}" for line in comment.splitlines() if line.strip()]
-    header.append(f"element vertex {n}")
-    header += [f"property {ply_type[t]} {name}" for name, t in fields]
-    header.append("end_header")
-    with open(path, "wb") as f:
-        f.write(("\n".join(header) + "\n").encode("ascii"))
-        f.write(rec.tobytes())
-    return os.fspath(path)
+def views(depth: DepthMap, colors: torch.Tensor, camera: Optional[torch.Tensor], count: int
+          ) -> Iterator[tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], str]]:
+    """Per batch item of ``depth``: its points ``[H,W,3]`` (:func:`points_for`), colours ``[H,W,3]``
+    (``colors`` is ``[B,H,W,3]`` or one image for all), confidence ``[H,W]`` in 0..1 or None, and how
+    the points were found; ``count`` (the number of files to write) must match the batch."""
+    points, how = points_for(depth, camera)
+    b = points.shape[0]
+    colors = image_batch(colors, "image")
+    if colors.shape[0] not in (1, b) or count != b:
+        raise ValueError(f"image batch {colors.shape[0]} (and {count} paths) must match the depth batch {b}")
+    conf = unit_confidence(depth)
+    for i in range(b):
+        yield points[i], colors[min(i, colors.shape[0] - 1)], None if conf is None else conf[i].cpu(), how
 
 
 def write_point_clouds(paths: list, depth: DepthMap, colors: torch.Tensor, camera: Optional[torch.Tensor] = None, *,
                        stride: int = 1, max_depth: float = 0.0, min_confidence: float = 0.0,
                        coordinates: str = "opencv", callback: ProgressFn = None) -> list[str]:
-    """One PLY per batch item of ``depth`` (see :func:`points_for`, :func:`point_cloud`), coloured by
-    ``colors [B,H,W,3]`` (or one image for all), confidence scaled to 0..1 per image. Returns ``paths``."""
-    points, how = points_for(depth, camera)
-    b = points.shape[0]
-    colors = image_batch(colors, "image")
-    if colors.shape[0] not in (1, b) or len(paths) != b:
-        raise ValueError(f"image batch {colors.shape[0]} (and {len(paths)} paths) must match the depth batch {b}")
-    conf = unit_confidence(depth)
-    for i, path in enumerate(paths):
-        xyz, rgb, c = point_cloud(points[i], colors[min(i, colors.shape[0] - 1)], None if conf is None else conf[i].cpu(),
-                                  stride=int(stride), max_depth=float(max_depth), min_confidence=float(min_confidence),
-                                  coordinates=coordinates)
-        write_ply(path, xyz, rgb, c, comment=f"BokehDepth point cloud ({how}, {coordinates} axes, m)")
+    """One point cloud per batch item of ``depth`` (see :func:`views`, :func:`point_cloud`), GLB or PLY
+    by each path's extension; the confidence becomes a PLY vertex property. Returns ``paths``."""
+    for i, (pts, col, conf, _how) in enumerate(views(depth, colors, camera, len(paths))):
+        xyz, rgb, c = point_cloud(pts, col, conf, stride=int(stride), max_depth=float(max_depth),
+                                  min_confidence=float(min_confidence), coordinates=coordinates)
+        mesh_files.save_points(paths[i], xyz, rgb, c)
         if callback is not None:
-            callback(i + 1, b)
+            callback(i + 1, len(paths))
     return [os.fspath(p) for p in paths]
-
-
-def read_ply(path: Union[str, os.PathLike]) -> dict[str, np.ndarray]:
-    """Read back a binary little-endian vertex-only PLY (as :func:`write_ply` writes): property -> array."""
-    types = {"float": "<f4", "float32": "<f4", "uchar": "u1", "uint8": "u1", "double": "<f8", "int": "<i4"}
-    with open(path, "rb") as f:
-        if f.readline().strip() != b"ply":
-            raise ValueError(f"{os.fspath(path)} is not a PLY file")
-        n, fields, fmt = 0, [], None
-        while True:
-            line = f.readline()
-            if not line:
-                raise ValueError("PLY header has no end_header")
-            parts = line.decode("ascii").split()
-            if not parts:
-                continue
-            if parts[0] == "format":
-                fmt = parts[1]
-            elif parts[0] == "element" and parts[1] == "vertex":
-                n = int(parts[2])
-            elif parts[0] == "property":
-                fields.append((parts[2], types[parts[1]]))
-            elif parts[0] == "end_header":
-                break
-        if fmt != "binary_little_endian":
-            raise ValueError(f"only binary_little_endian PLY is read here, got {fmt}")
-        rec = np.frombuffer(f.read(), dtype=fields, count=n)
-    return {name: rec[name] for name, _ in fields}

@@ -1,5 +1,5 @@
 """Node families, one module each, mirroring the core (calibration, stage1, stage2, geometry,
-depth_files, physics).
+depth_files, physics, interop).
 
 Each family exports NODE_CLASS_MAPPINGS / NODE_DISPLAY_NAME_MAPPINGS. A family that fails to import
 (e.g. a missing package) is logged with its traceback and skipped; the others still load, so one
@@ -11,7 +11,7 @@ import logging
 
 from . import comfy_seam
 
-FAMILIES = ("calibration", "stage1", "stage2", "geometry", "depth_files", "physics")
+FAMILIES = ("calibration", "stage1", "stage2", "geometry", "depth_files", "physics", "interop")
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}

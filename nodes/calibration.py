@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..bokehdepth_core import exif, optics
 from . import comfy_seam as seam
-from .common import K_LIST, category, finite, image_size, image_size_inputs
+from .common import K_LIST, category, finite, image_size, image_size_inputs, photo_input
 
 _K_OUT = ("FLOAT", "FLOAT", "FLOAT", "STRING")
 _K_NAMES = ("K", "K_512", "K_crop", "summary")
@@ -27,8 +27,14 @@ def _lens_inputs(optional_zero: bool):
     }
 
 
+_K_NOTE = ("Three K outputs: K is for this image's own width (use it for Render Bokeh, stacks and the sweep); "
+           "K_512 is the same lens rescaled to a 512 px wide image (the paper's dof-cond, what Stage-1 "
+           "expects); K_crop is K_512 divided by the crop factor (dof-cond-crop, full-frame aligned).")
+
+
 class BokehKFromLens:
-    DESCRIPTION = "Thin-lens bokeh strength K (px*m) from aperture, focal length, focus distance and image size."
+    DESCRIPTION = ("Thin-lens bokeh strength K (px*m) from aperture, focal length, focus distance and image size. "
+                   + _K_NOTE)
     CATEGORY = category("Calibration")
     FUNCTION = "calibrate"
     RETURN_TYPES = _K_OUT
@@ -54,7 +60,8 @@ class BokehKFromLens:
 
 
 class BokehKFromExif:
-    DESCRIPTION = "Read a photo's EXIF (f-number, focal lengths, focus distance, sensor) and compute K; fill in what EXIF lacks."
+    DESCRIPTION = ("Read a photo's EXIF (f-number, focal lengths, focus distance, sensor) and compute K; fill in "
+                   "what EXIF lacks (0 = read from EXIF). " + _K_NOTE)
     CATEGORY = category("Calibration")
     FUNCTION = "calibrate"
     RETURN_TYPES = _K_OUT + ("STRING", "IMAGE")
@@ -66,8 +73,7 @@ class BokehKFromExif:
 
     @classmethod
     def INPUT_TYPES(cls):
-        req = {"image": (seam.list_input_images(), {"image_upload": True,
-                                                     "tooltip": "A photo from ComfyUI's input folder (JPEG/TIFF with EXIF)."})}
+        req = {"image": photo_input()}
         req.update(_lens_inputs(optional_zero=True))
         req["sensor_width_mm"] = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.01,
                                             "tooltip": "Sensor width in mm when EXIF cannot tell it. 0 = estimate."})
@@ -95,7 +101,8 @@ class BokehKFromExif:
 
 
 class BokehKList:
-    DESCRIPTION = "A list of bokeh strengths K for a stack: typed out, or min..max in steps."
+    DESCRIPTION = ("A list of bokeh strengths K for a stack, typed out. Connect a calibrated K (e.g. from Bokeh K "
+                   "from Lens / EXIF) and write multiples of it: '0.5K, K, 2K'.")
     CATEGORY = category("Calibration")
     FUNCTION = "make"
     RETURN_TYPES = (K_LIST, "STRING")
@@ -105,16 +112,36 @@ class BokehKList:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "mode": (["list", "range"], {"default": "list", "tooltip": "Use the typed list, or k_min..k_max by k_step."}),
             "k_list": ("STRING", {"default": "10, 20, 30", "multiline": False,
-                                  "tooltip": "Comma-separated K values (px*m), e.g. '10, 20, 30'. Used in 'list' mode."}),
-            "k_min": ("FLOAT", {"default": 5.0, "min": 0.01, "max": 1000.0, "step": 0.5, "tooltip": "First K in 'range' mode."}),
-            "k_max": ("FLOAT", {"default": 30.0, "min": 0.01, "max": 1000.0, "step": 0.5, "tooltip": "Last K (inclusive) in 'range' mode."}),
-            "k_step": ("FLOAT", {"default": 5.0, "min": 0.01, "max": 1000.0, "step": 0.5, "tooltip": "Step between K values in 'range' mode."}),
+                                  "tooltip": "Comma-separated K values (px*m), e.g. '10, 20, 30'; with K connected also "
+                                             "multiples of it, e.g. '0.5K, K, 2K'."}),
+        }, "optional": {
+            "K": ("FLOAT", {"forceInput": True, "tooltip": "A calibrated K (px*m) that entries like '2K' multiply."}),
         }}
 
-    def make(self, mode, k_list, k_min, k_max, k_step):
-        values = optics.k_list(mode, k_list, k_min, k_max, k_step)
+    def make(self, k_list, K=None):
+        values = optics.parse_k_list(k_list, K)
+        return (values, ", ".join(f"{v:g}" for v in values))
+
+
+class BokehKRange:
+    DESCRIPTION = "K values for a stack from k_min to k_max (inclusive) in steps of k_step."
+    CATEGORY = category("Calibration")
+    FUNCTION = "make"
+    RETURN_TYPES = (K_LIST, "STRING")
+    RETURN_NAMES = ("k_list", "summary")
+    OUTPUT_TOOLTIPS = BokehKList.OUTPUT_TOOLTIPS
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "k_min": ("FLOAT", {"default": 5.0, "min": 0.01, "max": 1000.0, "step": 0.5, "tooltip": "First K (px*m)."}),
+            "k_max": ("FLOAT", {"default": 30.0, "min": 0.01, "max": 1000.0, "step": 0.5, "tooltip": "Last K (inclusive)."}),
+            "k_step": ("FLOAT", {"default": 5.0, "min": 0.01, "max": 1000.0, "step": 0.5, "tooltip": "Step between K values."}),
+        }}
+
+    def make(self, k_min, k_max, k_step):
+        values = optics.k_range(k_min, k_max, k_step)
         return (values, ", ".join(f"{v:g}" for v in values))
 
 
@@ -122,9 +149,11 @@ NODE_CLASS_MAPPINGS = {
     "BokehDepthKFromLens": BokehKFromLens,
     "BokehDepthKFromExif": BokehKFromExif,
     "BokehDepthKList": BokehKList,
+    "BokehDepthKRange": BokehKRange,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "BokehDepthKFromLens": "Bokeh K from Lens",
-    "BokehDepthKFromExif": "Bokeh K from Photo EXIF",
-    "BokehDepthKList": "Bokeh K List",
+    "BokehDepthKFromLens": "BokehDepth K from Lens",
+    "BokehDepthKFromExif": "BokehDepth K from Photo EXIF",
+    "BokehDepthKList": "BokehDepth K List",
+    "BokehDepthKRange": "BokehDepth K Range",
 }

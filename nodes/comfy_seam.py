@@ -19,12 +19,13 @@ log = logging.getLogger("BokehDepth")
 
 try:  # ComfyUI's own modules; absent in tests and plain Python.
     import comfy.model_management as _mm
+    import comfy.model_patcher as _mp
     import comfy.utils as _cu
     import folder_paths as _fp
 
     IN_COMFY = True
 except ImportError:  # pragma: no cover - exercised implicitly by the tests
-    _mm = _cu = _fp = None
+    _mm = _mp = _cu = _fp = None
     IN_COMFY = False
 
 MODEL_FOLDER = "bokehdepth"
@@ -60,8 +61,46 @@ def pick_dtype(device: torch.device, choice: str = "auto") -> torch.dtype:
     return torch.float16
 
 
+def offload_device() -> torch.device:
+    """Where a managed model waits while ComfyUI needs the GPU for something else."""
+    if IN_COMFY:
+        return _mm.vae_offload_device()
+    return torch.device("cpu")
+
+
+class ManagedModel:
+    """A torch module under ComfyUI's model manager, as ComfyUI keeps its own VAE and CLIP vision
+    models: a ModelPatcher with load and offload devices, loaded through the manager before each
+    run with an estimate of the run's working memory. ComfyUI then offloads it when something else
+    needs the memory and keeps it loaded when not. Without ComfyUI it stays on the load device."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype):
+        self.model = model
+        self.dtype = dtype
+        self.load_device = torch_device()
+        self.offload_device = offload_device()
+        self.patcher = (_mp.ModelPatcher(model, load_device=self.load_device, offload_device=self.offload_device)
+                        if IN_COMFY else None)
+
+    def load(self, memory_required: int = 0) -> torch.device:
+        """Make the model ready with ``memory_required`` bytes free for the run; returns the device
+        to run on: the load device, or the offload device where ComfyUI keeps no weights on the GPU
+        (``--novram``)."""
+        if not IN_COMFY:
+            self.model.to(self.load_device)
+            return self.load_device
+        # Full load: the model's layers are plain torch ones, which cannot run partially offloaded.
+        _mm.load_models_gpu([self.patcher], memory_required=int(memory_required), force_full_load=True)
+        if self.patcher.loaded_size() < self.patcher.model_size():
+            log.warning("BokehDepth: ComfyUI keeps %s on %s (no VRAM for weights): running there",
+                        type(self.model).__name__, self.offload_device)
+            return self.offload_device
+        return self.load_device
+
+
 def free_memory() -> None:
-    """Unload ComfyUI's models before loading a large one of ours."""
+    """Unload all of ComfyUI's models (only for loaders that hold a whole pipeline outside its
+    model manager; managed models use :class:`ManagedModel` instead)."""
     if IN_COMFY:
         _mm.unload_all_models()
         _mm.soft_empty_cache()
@@ -302,3 +341,62 @@ def validate_input_file(name: str, what: str = "file"):
     except (ValueError, OSError) as exc:
         return str(exc)
     return True
+
+
+# =========================================================================== sampling
+# Helpers for nodes that run ComfyUI's samplers (kept apart from the sections above).
+
+DEFAULT_SAMPLER, DEFAULT_SCHEDULER = "euler", "simple"
+
+
+def sampler_choices() -> tuple[list[str], list[str]]:
+    """ComfyUI's sampler and scheduler names (just the defaults outside ComfyUI)."""
+    if IN_COMFY:
+        import comfy.samplers
+
+        return list(comfy.samplers.KSampler.SAMPLERS), list(comfy.samplers.KSampler.SCHEDULERS)
+    return [DEFAULT_SAMPLER], [DEFAULT_SCHEDULER]
+
+
+class SamplingProgress:
+    """One progress bar with latent previews over several sampling runs (e.g. every frame of a
+    stack): ``callback(offset)`` is the ``callback`` for a ComfyUI sampling run whose first step
+    is number ``offset + 1`` of ``total``. Pressing Cancel stops at the next step."""
+
+    def __init__(self, model, total: int):
+        self.total = max(1, int(total))
+        self._bar = _cu.ProgressBar(self.total) if IN_COMFY else None
+        self._previewer = None
+        if IN_COMFY:
+            import latent_preview
+
+            self._previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
+
+    def callback(self, offset: int):
+        def on_step(step, x0, _x, _total_steps):
+            check_interrupt()
+            if self._bar is not None:
+                preview = None
+                if self._previewer is not None:
+                    preview = self._previewer.decode_latent_to_preview_image("JPEG", x0)
+                self._bar.update_absolute(offset + step + 1, self.total, preview)
+
+        return on_step
+
+
+# --------------------------------------------------------------------------- 3-D files
+
+def file_3d_type():
+    """ComfyUI's 3-D file class (``comfy_api.latest.Types.File3D``, newer ComfyUI), or None."""
+    if not IN_COMFY:
+        return None
+    try:
+        from comfy_api.latest import Types  # noqa: PLC0415 - only newer ComfyUI has 3-D types
+    except ImportError:
+        return None
+    return getattr(Types, "File3D", None)
+
+
+def output_relative(path: str) -> str:
+    """``subfolder/name`` of a file in the output folder, as ComfyUI's Preview 3D node takes it."""
+    return os.path.relpath(path, output_directory()).replace(os.sep, "/")

@@ -4,7 +4,11 @@ import math
 
 import torch
 
+import os
+
+from ..bokehdepth_core import depth_io
 from ..bokehdepth_core.types import DepthMap
+from . import comfy_seam as seam
 
 CATEGORY = "BokehDepth"
 
@@ -12,7 +16,7 @@ K_LIST = "BOKEH_K_LIST"  # list[float] of raw K values (px*m)
 BOKEH_STACK = "BOKEH_STACK"  # bokehdepth_core.types.BokehStack
 DEPTH = "METRIC_DEPTH"  # bokehdepth_core.types.DepthMap
 CAMERA = "CAMERA_INTRINSICS"  # torch.Tensor [B,3,3] pinhole, pixels
-DEPTH_MODEL = "BOKEHDEPTH_MODEL"  # a loaded Stage-2 depth model (bokehdepth_core.stage2)
+DEPTH_MODEL = "BOKEHDEPTH_MODEL"  # comfy_seam.ManagedModel of a bokehdepth_core.stage2.DepthModel
 KONTEXT_PIPELINE = "KONTEXT_PIPELINE"  # diffusers FluxKontextPipeline
 BOKEH_ADAPTER = "BOKEH_ADAPTER"  # bokehdepth_core.stage1.BokehAdapter
 
@@ -71,3 +75,21 @@ def image_size(image, width: int, height: int) -> tuple[int, int, int]:
     if image is None:
         return 1, int(width), int(height)
     return int(image.shape[0]), int(image.shape[2]), int(image.shape[1])
+
+
+def input_files(accept) -> list[str]:
+    """Files at the top of the input folder that ``accept(path)`` takes (read from their headers)."""
+    return [f for f in seam.list_input_files() if accept(os.path.join(seam.input_directory(), f))]
+
+
+def photo_input(tip: str = "A photo from ComfyUI's input folder (JPEG/TIFF/WebP with EXIF); upload one here. "
+                           "Depth files are not listed.") -> tuple:
+    """An image picker with upload, like Load Image's, listing photos only."""
+    return (input_files(depth_io.is_photo), {"image_upload": True, "tooltip": tip})
+
+
+def saved_ui(files: list[str], images: list[dict] = (), result: tuple = ()) -> dict:
+    """A save node's return: what it wrote as text on the node (and previews), plus its outputs."""
+    text = "\n".join(seam.output_relative(f) for f in files)
+    seam.log.info("BokehDepth: wrote %s", ", ".join(os.path.basename(f) for f in files))
+    return {"ui": {"text": [text], "images": list(images)}, "result": tuple(result)}

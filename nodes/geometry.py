@@ -1,4 +1,6 @@
-"""Geometry nodes: pinhole camera intrinsics, depth -> camera/confidence, and point clouds (PLY)."""
+"""Geometry nodes: pinhole cameras (from the lens, a photo's EXIF, by hand, or the authors' guess),
+depth -> camera/confidence, and 3-D outputs (coloured point clouds and meshes, GLB or PLY) that
+ComfyUI's Preview 3D node shows."""
 
 from __future__ import annotations
 
@@ -7,78 +9,102 @@ import os
 import torch
 
 from ..bokehdepth_core import camera as cam
-from ..bokehdepth_core import pointcloud
+from ..bokehdepth_core import exif, mesh, pointcloud
 from . import comfy_seam as seam
-from .common import CAMERA, DEPTH, category, depth_map, finite, image_size, image_size_inputs
+from .common import CAMERA, DEPTH, category, depth_map, finite, image_size, image_size_inputs, photo_input, saved_ui
 
-MODES = {
-    "35mm-equivalent focal length": "f35",
-    "focal length + sensor width": "sensor",
-    "photo EXIF": "exif",
-    "manual fx fy cx cy": "manual",
-    "authors' guess (fx = 0.7 W)": "guess",
-}
+_CAMERA_OUT = (CAMERA, "STRING")
+_CAMERA_NAMES = ("camera", "summary")
+_CAMERA_TIPS = ("Intrinsics [B,3,3] in pixels (one per image of the connected batch).",
+                "fx, fy, cx, cy in pixels, field of view, and where they came from.")
+_SIZE_IMAGE = {"image": ("IMAGE", {"tooltip": "Take width, height and batch size from this image."})}
 
 
-class CameraIntrinsics:
-    DESCRIPTION = ("Pinhole camera intrinsics [B,3,3] in pixels for UniDepthV2 and point clouds: from the lens "
-                   "(f_px = focal_35mm / 36 x W, or focal_mm / sensor_width x W), a photo's EXIF, manual values, "
-                   "or the BokehDepth authors' guess (fx = fy = 0.7 W, centred). Leave a model's camera input "
-                   "unconnected to let UniDepthV2 predict the camera instead.")
+class _Camera:
     CATEGORY = category("Geometry")
     FUNCTION = "make"
-    RETURN_TYPES = (CAMERA, "STRING")
-    RETURN_NAMES = ("camera", "summary")
-    OUTPUT_TOOLTIPS = ("Intrinsics [B,3,3] (one per image of the connected batch).",
-                       "fx, fy, cx, cy in pixels and where they came from.")
+    RETURN_TYPES = _CAMERA_OUT
+    RETURN_NAMES = _CAMERA_NAMES
+    OUTPUT_TOOLTIPS = _CAMERA_TIPS
+
+    @staticmethod
+    def _make(source: str, image, width, height, **values):
+        b, width, height = image_size(image, width, height)
+        k, note = cam.intrinsics_for(source, width, height, b, **values)
+        finite("Camera Intrinsics", camera=k)
+        return (k, f"{cam.describe_intrinsics(k, width, height)} ({note})")
+
+
+class CameraIntrinsics(_Camera):
+    DESCRIPTION = ("Pinhole camera intrinsics [B,3,3] in pixels from the lens: f_px = focal_length / sensor_width "
+                   "x W. Keep the sensor width at 36 mm for a 35 mm-equivalent focal length. For UniDepthV2 and "
+                   "3-D outputs; leave a model's camera input unconnected to let UniDepthV2 predict it instead.")
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "mode": (list(MODES), {"default": "35mm-equivalent focal length",
-                                       "tooltip": "Where the focal length comes from."}),
-                **image_size_inputs(),
-                "focal_length_35mm": ("FLOAT", {"default": 35.0, "min": 1.0, "max": 5000.0, "step": 0.1,
-                                                "tooltip": "35 mm-equivalent focal length in mm "
-                                                           "(mode '35mm-equivalent')."}),
-                "focal_length_mm": ("FLOAT", {"default": 50.0, "min": 0.1, "max": 2000.0, "step": 0.1,
-                                              "tooltip": "Real focal length in mm "
-                                                         "(mode 'focal length + sensor width')."}),
-                "sensor_width_mm": ("FLOAT", {"default": 36.0, "min": 0.1, "max": 100.0, "step": 0.01,
-                                              "tooltip": "Sensor width in mm (mode 'focal length + sensor width')."}),
-                "fx": ("FLOAT", {"default": 1000.0, "min": 0.01, "max": 1e6, "step": 0.1,
-                                 "tooltip": "Manual mode: focal length along x in pixels."}),
-                "fy": ("FLOAT", {"default": 1000.0, "min": 0.01, "max": 1e6, "step": 0.1,
-                                 "tooltip": "Manual mode: focal length along y in pixels."}),
-                "cx": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 1e6, "step": 0.1,
-                                 "tooltip": "Manual mode: principal point x in pixels; -1 = image centre."}),
-                "cy": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 1e6, "step": 0.1,
-                                 "tooltip": "Manual mode: principal point y in pixels; -1 = image centre."}),
-            },
-            "optional": {
-                "image": ("IMAGE", {"tooltip": "Take width, height and batch size from this image."}),
-                "photo": ("STRING", {"default": "", "tooltip": "Mode 'photo EXIF': file name of the photo in "
-                                                               "ComfyUI's input folder (JPEG/TIFF with EXIF)."}),
-            },
-        }
+        return {"required": {
+            "focal_length_mm": ("FLOAT", {"default": 35.0, "min": 0.1, "max": 5000.0, "step": 0.1,
+                                          "tooltip": "Focal length in mm (35 mm-equivalent when the sensor width is 36)."}),
+            "sensor_width_mm": ("FLOAT", {"default": 36.0, "min": 0.1, "max": 100.0, "step": 0.01,
+                                          "tooltip": "Sensor width in mm; 36 = full frame / 35 mm-equivalent focal length."}),
+            **image_size_inputs(),
+        }, "optional": dict(_SIZE_IMAGE)}
+
+    def make(self, focal_length_mm, sensor_width_mm, width, height, image=None):
+        return self._make("sensor", image, width, height, focal_mm=focal_length_mm, sensor_width_mm=sensor_width_mm)
+
+
+class CameraFromPhoto(_Camera):
+    DESCRIPTION = ("Pinhole camera intrinsics from a photo's EXIF (35 mm-equivalent focal length, or focal length + "
+                   "sensor size), picked like Load Image picks it; scaled to the connected image's size.")
 
     @classmethod
-    def IS_CHANGED(cls, mode, photo="", **_):
-        # the photo is read by name: re-run when the file changes
-        return seam.input_change_key(photo.strip()) if MODES.get(mode) == "exif" and photo.strip() else ""
+    def INPUT_TYPES(cls):
+        return {"required": {"photo": photo_input()}, "optional": dict(_SIZE_IMAGE)}
 
-    def make(self, mode, width, height, focal_length_35mm, focal_length_mm, sensor_width_mm, fx, fy, cx, cy,
-             image=None, photo=""):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
-        b, width, height = image_size(image, width, height)
-        photo = photo.strip() if photo else ""
-        k, source = cam.intrinsics_for(MODES[mode], width, height, b, focal_35mm=focal_length_35mm,
-                                       focal_mm=focal_length_mm, sensor_width_mm=sensor_width_mm, fx=fx, fy=fy,
-                                       cx=cx, cy=cy, photo=seam.input_path(photo, "photo") if photo else None)
-        finite("Camera Intrinsics", camera=k)
-        return (k, f"{cam.describe_intrinsics(k, width, height)} ({source})")
+    @classmethod
+    def IS_CHANGED(cls, photo, **_):
+        return seam.input_change_key(photo)
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, photo, **_):
+        return seam.validate_input_file(photo, "photo")
+
+    def make(self, photo, image=None):
+        path = seam.input_path(photo, "photo")
+        info = exif.read_lens_exif(path)
+        return self._make("exif", image, info.width, info.height, photo=path)
+
+
+class CameraManual(_Camera):
+    DESCRIPTION = "Pinhole camera intrinsics typed in pixels: fx, fy and the principal point (-1 = image centre)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        px = {"min": 0.01, "max": 1e6, "step": 0.1}
+        centre = {"default": -1.0, "min": -1.0, "max": 1e6, "step": 0.1}
+        return {"required": {
+            "fx": ("FLOAT", {"default": 1000.0, **px, "tooltip": "Focal length along x in pixels."}),
+            "fy": ("FLOAT", {"default": 1000.0, **px, "tooltip": "Focal length along y in pixels."}),
+            "cx": ("FLOAT", {**centre, "tooltip": "Principal point x in pixels; -1 = image centre."}),
+            "cy": ("FLOAT", {**centre, "tooltip": "Principal point y in pixels; -1 = image centre."}),
+            **image_size_inputs(),
+        }, "optional": dict(_SIZE_IMAGE)}
+
+    def make(self, fx, fy, cx, cy, width, height, image=None):
+        return self._make("manual", image, width, height, fx=fx, fy=fy, cx=cx, cy=cy)
+
+
+class CameraGuess(_Camera):
+    DESCRIPTION = ("The BokehDepth authors' guessed camera: fx = fy = 0.7 x width, principal point at the centre "
+                   "(about 71 degrees horizontal field of view).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": image_size_inputs(), "optional": dict(_SIZE_IMAGE)}
+
+    def make(self, width, height, image=None):
+        return self._make("guess", image, width, height)
 
 
 class DepthCamera:
@@ -108,60 +134,113 @@ class DepthCamera:
         return (k, torch.ones_like(depth.depth) if conf is None else conf, cam.describe_intrinsics(k, w, h))
 
 
-class SavePointCloud:
-    DESCRIPTION = ("Save metric depth as a coloured 3-D point cloud (binary PLY) in the output folder. Uses the "
-                   "connected camera, else the model's own 3-D points / predicted camera (UniDepthV2).")
+def _3d_inputs(what: str, prefix: str) -> dict:
+    return {
+        "depth": (DEPTH, {"tooltip": f"Metric depth (one {what} per batch item)."}),
+        "image": ("IMAGE", {"tooltip": "Colours (resized to the depth size if needed)."}),
+        "filename_prefix": ("STRING", {"default": f"BokehDepth/{prefix}",
+                                       "tooltip": "File name prefix, sub-folders allowed (like Save Image)."}),
+        "format": (["glb", "ply"], {"default": "glb", "tooltip": "glb: glTF binary, shown by ComfyUI's Preview 3D and "
+                                    "opened by Blender, three.js, Windows 3D Viewer. ply: binary PLY (MeshLab, "
+                                    "CloudCompare, Open3D)."}),
+        "stride": ("INT", {"default": 1, "min": 1, "max": 64,
+                           "tooltip": "Keep every n-th pixel in x and y (2 = a quarter of the points)."}),
+        "max_depth_m": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100000.0, "step": 0.1,
+                                  "tooltip": "Drop what lies farther than this (metres); 0 = keep all."}),
+        "min_confidence": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                     "tooltip": "Drop pixels whose confidence (scaled to 0..1 per image) is below "
+                                                "this; 0 = keep all."}),
+        "coordinates": (["opengl", "opencv"], {"default": "opengl",
+                        "tooltip": "opengl: y up, camera looks down -z (glTF, Blender, MeshLab show it upright). "
+                                   "opencv: y down, z forward."}),
+    }
+
+
+_CAMERA_IN = {"camera": (CAMERA, {"tooltip": "Intrinsics to unproject with; overrides the ones in the depth."})}
+
+
+class _Save3D:
     CATEGORY = category("Geometry")
     FUNCTION = "save"
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("paths",)
-    OUTPUT_TOOLTIPS = ("Saved .ply files, one per line.",)
     OUTPUT_NODE = True
+    _FILE_3D = seam.file_3d_type()  # newer ComfyUI: also hand the file over as its 3-D type
+    RETURN_TYPES = ("STRING",) + (("FILE_3D",) if _FILE_3D else ())
+    RETURN_NAMES = ("model_file",) + (("model_3d",) if _FILE_3D else ())
+    OUTPUT_TOOLTIPS = ("The first file, relative to the output folder: connect it to ComfyUI's Preview 3D "
+                       "(model_file) to look around in the scene.",) + (("The first file as a 3-D file.",)
+                                                                     if _FILE_3D else ())
+
+    @staticmethod
+    def _paths(depth, filename_prefix: str, fmt: str) -> list[str]:
+        if fmt not in ("glb", "ply"):
+            raise ValueError(f"format must be glb or ply, got {fmt!r}")
+        b, h, w = depth_map(depth).depth.shape
+        folder, base, counter, _subfolder = seam.save_path(filename_prefix, w, h)
+        return [os.path.join(folder, f"{base}_{counter + i:05}_.{fmt}") for i in range(b)]
+
+    def _done(self, paths: list[str]) -> dict:
+        first = seam.output_relative(paths[0])
+        extra = (self._FILE_3D(paths[0]),) if self._FILE_3D else ()
+        return saved_ui(paths, result=(first,) + extra)
+
+
+class SavePointCloud(_Save3D):
+    DESCRIPTION = ("Save metric depth as a coloured 3-D point cloud (GLB or PLY with a per-point confidence) in the "
+                   "output folder and show the files written. Uses the connected camera, else the model's own 3-D "
+                   "points / predicted camera (UniDepthV2).")
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "depth": (DEPTH, {"tooltip": "Metric depth (one point cloud per batch item)."}),
-                "image": ("IMAGE", {"tooltip": "Colours of the points (resized to the depth size if needed)."}),
-                "filename_prefix": ("STRING", {"default": "BokehDepth/points",
-                                               "tooltip": "File name prefix, sub-folders allowed (like Save Image)."}),
-                "stride": ("INT", {"default": 1, "min": 1, "max": 64,
-                                   "tooltip": "Keep every n-th pixel in x and y (2 = a quarter of the points)."}),
-                "max_depth_m": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100000.0, "step": 0.1,
-                                          "tooltip": "Drop points farther than this (metres); 0 = keep all."}),
-                "min_confidence": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                             "tooltip": "Drop points whose confidence (scaled to 0..1 per image) is "
-                                                        "below this; 0 = keep all."}),
-                "coordinates": (["opengl", "opencv"], {"default": "opengl",
-                                                       "tooltip": "opengl: y up, camera looks down -z (Blender, "
-                                                                  "MeshLab show it upright). "
-                                                                  "opencv: y down, z forward."}),
-            },
-            "optional": {
-                "camera": (CAMERA, {"tooltip": "Intrinsics to unproject with; overrides the ones in the depth."}),
-            },
-        }
+        return {"required": _3d_inputs("point cloud", "points"), "optional": dict(_CAMERA_IN)}
 
-    def save(self, depth, image, filename_prefix, stride, max_depth_m, min_confidence, coordinates, camera=None):
-        b, h, w = depth_map(depth).depth.shape
-        folder, base, counter, _subfolder = seam.save_path(filename_prefix, w, h)
-        paths = [os.path.join(folder, f"{base}_{counter + i:05}_.ply") for i in range(b)]
+    def save(self, depth, image, filename_prefix, format, stride, max_depth_m, min_confidence, coordinates,  # noqa: A002
+             camera=None):
+        paths = self._paths(depth, filename_prefix, format)
         pointcloud.write_point_clouds(paths, depth, image, camera, stride=stride, max_depth=max_depth_m,
                                       min_confidence=min_confidence, coordinates=coordinates,
-                                      callback=seam.Progress(b).callback)
-        seam.log.info("BokehDepth: saved %d point cloud(s): %s", b, ", ".join(os.path.basename(p) for p in paths))
-        text = "\n".join(paths)
-        return {"ui": {"text": [text]}, "result": (text,)}
+                                      callback=seam.Progress(len(paths)).callback)
+        return self._done(paths)
+
+
+class SaveMesh(_Save3D):
+    DESCRIPTION = ("Save metric depth as a coloured triangle mesh (GLB or PLY) in the output folder: one vertex "
+                   "per pixel, two triangles per pixel square, cut where depth jumps (object edges) so foreground "
+                   "and background stay apart. Connect model_file to ComfyUI's Preview 3D to look at it.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        req = _3d_inputs("mesh", "mesh")
+        req["max_depth_jump"] = ("FLOAT", {"default": 0.05, "min": 0.0, "max": 10.0, "step": 0.01,
+                                           "tooltip": "Cut triangles whose corners' depths differ by more than this "
+                                                      "fraction of the nearest one (0.05 = 5%); 0 = no cut."})
+        req["max_edge_m"] = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100000.0, "step": 0.01,
+                                       "tooltip": "Cut triangles with an edge longer than this (metres); 0 = no cut."})
+        return {"required": req, "optional": dict(_CAMERA_IN)}
+
+    def save(self, depth, image, filename_prefix, format, stride, max_depth_m, min_confidence, coordinates,  # noqa: A002
+             max_depth_jump, max_edge_m, camera=None):
+        paths = self._paths(depth, filename_prefix, format)
+        mesh.write_meshes(paths, depth, image, camera, stride=stride, max_depth=max_depth_m,
+                          min_confidence=min_confidence, max_depth_jump=max_depth_jump, max_edge=max_edge_m,
+                          coordinates=coordinates, callback=seam.Progress(len(paths)).callback)
+        return self._done(paths)
 
 
 NODE_CLASS_MAPPINGS = {
     "BokehDepthCameraIntrinsics": CameraIntrinsics,
+    "BokehDepthCameraFromPhoto": CameraFromPhoto,
+    "BokehDepthCameraManual": CameraManual,
+    "BokehDepthCameraGuess": CameraGuess,
     "BokehDepthDepthCamera": DepthCamera,
     "BokehDepthSavePointCloud": SavePointCloud,
+    "BokehDepthSaveMesh": SaveMesh,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "BokehDepthCameraIntrinsics": "Camera Intrinsics",
-    "BokehDepthDepthCamera": "Depth Camera & Confidence",
-    "BokehDepthSavePointCloud": "Save Point Cloud (PLY)",
+    "BokehDepthCameraIntrinsics": "BokehDepth Camera from Lens",
+    "BokehDepthCameraFromPhoto": "BokehDepth Camera from Photo EXIF",
+    "BokehDepthCameraManual": "BokehDepth Camera (Manual)",
+    "BokehDepthCameraGuess": "BokehDepth Camera (Authors' Guess)",
+    "BokehDepthDepthCamera": "BokehDepth Depth Camera & Confidence",
+    "BokehDepthSavePointCloud": "BokehDepth Save Point Cloud",
+    "BokehDepthSaveMesh": "BokehDepth Save Mesh",
 }

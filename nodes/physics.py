@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from ..bokehdepth_core import bokeh_from_depth, dfb, focus, metrics, synthetic
+from ..bokehdepth_core import bokeh_from_depth, dfb, focus, labels, metrics, plots, synthetic
 from ..bokehdepth_core.types import BokehStack
 from . import comfy_seam as seam
 from .common import BOKEH_STACK, DEPTH, K_LIST, category, depth_map, expect, finite, image_major
@@ -86,10 +86,11 @@ class BokehStackFromDepth:
     DESCRIPTION = "Render one bokeh frame per K at a fixed focus: a physically exact BOKEH_STACK (source 'render')."
     CATEGORY = CAT
     FUNCTION = "render"
-    RETURN_TYPES = (BOKEH_STACK, "IMAGE")
-    RETURN_NAMES = ("bokeh_stack", "frames")
+    RETURN_TYPES = (BOKEH_STACK, "IMAGE", "IMAGE")
+    RETURN_NAMES = ("bokeh_stack", "frames", "labelled_frames")
     OUTPUT_TOOLTIPS = ("The stack (frames, K values, reference, focus) for Depth from Bokeh Sweep or Stage-2.",
-                       "All frames as one IMAGE batch (image-major: image 0's frames first).")
+                       "All frames as one IMAGE batch (image-major: image 0's frames first).",
+                       "The same frames with their K written in the corner, for previews.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -105,17 +106,19 @@ class BokehStackFromDepth:
             device=seam.torch_device(), callback=seam.Progress(len(k_list)).callback,
             **_options(gamma, highlight, aperture_blades, blade_rotation))
         finite("Bokeh Stack from Depth", frames=stack.frames)
-        return (stack, image_major(stack.frames))
+        frames = image_major(stack.frames)
+        return (stack, frames, labels.caption(frames, labels.k_captions(stack.k_values)))
 
 
 class FocusStackFromDepth:
     DESCRIPTION = "Fixed aperture, focus swept uniformly in disparity across the scene's depth range."
     CATEGORY = CAT
     FUNCTION = "render"
-    RETURN_TYPES = ("IMAGE", "STRING")
-    RETURN_NAMES = ("frames", "focus_distances")
+    RETURN_TYPES = ("IMAGE", "STRING", "IMAGE")
+    RETURN_NAMES = ("frames", "focus_distances", "labelled_frames")
     OUTPUT_TOOLTIPS = ("Frames, image-major (image 0's frames first), focus moving from far to near.",
-                       "Focus distance of every frame (m), per image.")
+                       "Focus distance of every frame (m), per image.",
+                       "The same frames with their focus distance written in the corner, for previews.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -135,7 +138,9 @@ class FocusStackFromDepth:
             callback=seam.Progress(int(frames)).callback, **_options(gamma, highlight, aperture_blades, blade_rotation))
         finite("Focus Stack from Depth", frames=out, focus_distances=focus_m)
         text = "\n".join(f"[{i}] " + ", ".join(f"{float(f):.3g} m" for f in row) for i, row in enumerate(focus_m))
-        return (_to_out(image_major(out)), text)
+        frames = _to_out(image_major(out))
+        captions = [f"focus {float(f):.3g} m" for f in focus_m.reshape(-1)]
+        return (frames, text, labels.caption(frames, captions))
 
 
 class DepthFromBokehSweep:
@@ -178,12 +183,15 @@ class DepthFromBokehSweep:
 
 
 class DepthMetricsNode:
-    DESCRIPTION = "AbsRel, SqRel, RMSE, RMSE-log and delta1..3 of a depth prediction against ground truth (metric, optional median scaling)."
+    DESCRIPTION = ("AbsRel, SqRel, RMSE, RMSE-log and delta1..3 of a depth prediction against ground truth (metric, "
+                   "optional median scaling), and a plot: predicted vs true depth, and the error per depth bin.")
     CATEGORY = CAT
     FUNCTION = "measure"
-    RETURN_TYPES = ("STRING", "STRING")
-    RETURN_NAMES = ("report", "json")
-    OUTPUT_TOOLTIPS = ("Readable metrics.", "The same metrics as JSON.")
+    RETURN_TYPES = ("STRING", "STRING", "IMAGE")
+    RETURN_NAMES = ("report", "json", "plot")
+    OUTPUT_TOOLTIPS = ("Readable metrics.", "The same metrics as JSON.",
+                       "Left: predicted against ground-truth depth (the green line is perfect). Right: AbsRel per "
+                       "ground-truth depth bin with its pixel count.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -200,10 +208,12 @@ class DepthMetricsNode:
         }}
 
     def measure(self, prediction, ground_truth, align, min_confidence, max_depth_m, mask=None):
-        m = metrics.depth_metrics(depth_map(prediction, "prediction"), depth_map(ground_truth, "ground_truth"), mask,
-                                  align=align, max_depth=max_depth_m if max_depth_m > 0 else float("inf"),
-                                  min_confidence=min_confidence)
-        return (metrics.format_depth_metrics(m), json.dumps(m))
+        pred, gt = depth_map(prediction, "prediction"), depth_map(ground_truth, "ground_truth")
+        limits = {"align": align, "max_depth": max_depth_m if max_depth_m > 0 else float("inf"),
+                  "min_confidence": min_confidence}
+        m = metrics.depth_metrics(pred, gt, mask, **limits)
+        plot = plots.depth_error_plot(pred, gt, mask, **limits)
+        return (metrics.format_depth_metrics(m), json.dumps(m), _to_out(plot))
 
 
 class SyntheticBokehScene:
@@ -243,10 +253,10 @@ NODE_CLASS_MAPPINGS = {
     "BokehDepthSyntheticScene": SyntheticBokehScene,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "BokehDepthRenderBokeh": "Render Bokeh from Depth",
-    "BokehDepthBokehStackFromDepth": "Bokeh Stack from Depth",
-    "BokehDepthFocusStackFromDepth": "Focus Stack from Depth",
-    "BokehDepthFromBokehSweep": "Depth from Bokeh Sweep",
-    "BokehDepthMetrics": "Depth Metrics",
-    "BokehDepthSyntheticScene": "Synthetic Bokeh Scene",
+    "BokehDepthRenderBokeh": "BokehDepth Render Bokeh from Depth",
+    "BokehDepthBokehStackFromDepth": "BokehDepth Bokeh Stack from Depth",
+    "BokehDepthFocusStackFromDepth": "BokehDepth Focus Stack from Depth",
+    "BokehDepthFromBokehSweep": "BokehDepth Depth from Bokeh Sweep",
+    "BokehDepthMetrics": "BokehDepth Depth Metrics",
+    "BokehDepthSyntheticScene": "BokehDepth Synthetic Bokeh Scene",
 }

@@ -1,12 +1,17 @@
 """Stage-2 nodes: load a depth model (DSFA releases, plain Depth Anything V2) and estimate metric
-depth from an image, optionally fused with its bokeh stack."""
+depth from an image, optionally fused with its bokeh stack.
+
+A loaded model travels as the seam's ManagedModel: ComfyUI's model manager moves it between the
+GPU and its offload device, loading it before each run with the run's memory estimate."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from ..bokehdepth_core import depth_io, stage2
 from ..bokehdepth_core.stage2.checkpoints import WHERE_TO_GET
 from ..bokehdepth_core.stage2.inputs import stack_from_images
-from ..bokehdepth_core.types import BokehStack, DepthMap
+from ..bokehdepth_core.types import BokehStack
 from . import comfy_seam as seam
 from .common import BOKEH_STACK, CAMERA, DEPTH, DEPTH_MODEL, K_LIST, category
 
@@ -14,10 +19,11 @@ DEFAULT_FILE = "DAV2_dsfa_release.pth"
 HEADS = ["auto", "metric", "relative"]
 
 
-def _check_model(model):
-    if not hasattr(model, "estimate"):
+def _check_model(model) -> seam.ManagedModel:
+    if not isinstance(model, seam.ManagedModel) or not isinstance(model.model, stage2.DepthModel):
         raise ValueError("model must come from 'Load BokehDepth Depth Model' (a BOKEHDEPTH_MODEL), "
                          f"got {type(model).__name__}")
+    return model
 
 
 def _common_inputs() -> dict:
@@ -43,25 +49,26 @@ def _camera_input() -> dict:
     }
 
 
-def _run(model, image, stack, k_values, input_size, colormap, camera, resolution_level):
-    _check_model(model)
+def _to_device(dm, device):
+    moved = {f.name: getattr(dm, f.name).to(device) for f in dataclasses.fields(dm)
+             if f.name != "meta" and getattr(dm, f.name) is not None}
+    meta = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in dm.meta.items()}
+    return dataclasses.replace(dm, meta=meta, **moved)
+
+
+def _run(managed, image, stack, k_values, input_size, colormap, camera, resolution_level):
+    managed = _check_model(managed)
     seam.check_interrupt()
+    level = int(resolution_level) if resolution_level is not None and resolution_level >= 0 else None
+    frames = 0 if stack is None else int(stack.shape[1])
+    memory = managed.model.memory_required(int(image.shape[1]), int(image.shape[2]), frames, managed.dtype,
+                                           input_size=int(input_size), resolution_level=level)
+    device = managed.load(memory)
     progress = seam.Progress(int(image.shape[0]))
-    kw = {"camera": camera} if camera is not None else {}
-    if resolution_level is not None and resolution_level >= 0:
-        kw["resolution_level"] = int(resolution_level)
-    out = stage2.estimate_depth(model, image, stack, k_values, input_size=int(input_size),
-                                device=seam.torch_device(), callback=progress.callback, **kw)
-    dev = seam.intermediate_device()
-    meta = {k: out[k] for k in ("relative", "used_stack", "model", "network_size") if k in out}
-    if out.get("relative"):
-        meta["units"] = "relative (median 1), not metres"
-    if out.get("points") is not None:
-        meta["points"] = out["points"].to(dev)
-    opt = {k: (out[k].to(dev) if out.get(k) is not None else None) for k in ("confidence", "intrinsics")}
-    dm = DepthMap(depth=out["depth"].float().to(dev), meta=meta, **opt)
-    preview = depth_io.colorize(dm.depth, cmap=colormap).to(dev)
-    return (dm, preview)
+    dm = stage2.estimate_depth(managed.model, image, stack, k_values, int(input_size), device=device,
+                               dtype=managed.dtype, callback=progress.callback, camera=camera, resolution_level=level)
+    dm = _to_device(dm, seam.intermediate_device())
+    return (dm, depth_io.colorize(dm.depth, cmap=colormap).to(dm.depth.device))
 
 
 class LoadDepthModel:
@@ -97,13 +104,12 @@ class LoadDepthModel:
 
     def load(self, model_file, dtype, plain_dav2_head, max_depth_m):
         path = seam.model_path(model_file, where_to_get=WHERE_TO_GET)
-        seam.free_memory()
-        device = seam.torch_device()
-        torch_dtype = seam.pick_dtype(device, dtype)
-        model = stage2.build_from_checkpoint(path, device=device, dtype=torch_dtype, plain_head=plain_dav2_head,
-                                             plain_max_depth=float(max_depth_m) or None)
-        describe = model.describe() if hasattr(model, "describe") else type(model).__name__
-        return (model, f"{describe} from {model_file}, {torch_dtype} on {device}")
+        torch_dtype = seam.pick_dtype(seam.torch_device(), dtype)
+        # Built on the offload device: ComfyUI's model manager moves it to the GPU for each run.
+        model = stage2.build_from_checkpoint(path, device=seam.offload_device(), dtype=torch_dtype,
+                                             plain_head=plain_dav2_head, plain_max_depth=float(max_depth_m) or None)
+        managed = seam.ManagedModel(model, torch_dtype)
+        return (managed, f"{model.describe()} from {model_file}, {torch_dtype} on {managed.load_device}")
 
 
 class EstimateDepthStack:

@@ -111,3 +111,26 @@ def depth_with_holes(h: int = 24, w: int = 32, seed: int = 0) -> torch.Tensor:
     d[0, 2, 2] = 0.0
     d[1, 3, 3] = -2.0
     return d
+
+
+def randomize_sharp(model: torch.nn.Module, seed: int = 0, qkv_gain: float = 6.0) -> torch.nn.Module:
+    """Random weights where scaling choices show: layer scales and biases random, sharp attention
+    (large qkv weights)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "gamma" in name:
+                p.copy_(torch.rand(p.shape, generator=g) - 0.5)
+            elif p.ndim == 1:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+            if name.endswith("qkv.weight"):
+                p.mul_(qkv_gain)
+    return model
+
+
+def dav2_vits():
+    """Depth Anything V2 + DSFA vits (release layout) with sharp random weights, eval mode."""
+    from bokehdepth_core.stage2 import build_dav2_dsfa
+
+    torch.manual_seed(0)
+    return randomize_sharp(build_dav2_dsfa("vits")).eval()

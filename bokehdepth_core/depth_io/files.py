@@ -1,9 +1,8 @@
 """Saving and loading depth files: the format chosen from the name or asked for, one writer or
-reader per format (:mod:`.numpy_format`, :mod:`.png16`, :mod:`.pil_files`), the header embedded
-and as a sidecar (:mod:`.metadata`), plain values mapped to metres (:mod:`.mapping`).
+reader per format (:mod:`.numpy_format`, :mod:`.png16`, :mod:`.pil_files`, :mod:`.exr`), the header
+embedded and as a sidecar (:mod:`.metadata`), plain values mapped to metres (:mod:`.mapping`).
 
 Invalid depth (not finite, ``<= 0``) stays NaN/inf in float formats and is code 0 in 16-bit PNGs.
-OpenEXR is neither written nor read: no EXR library is among the dependencies.
 """
 
 from __future__ import annotations
@@ -15,14 +14,14 @@ import numpy as np
 import torch
 
 from ..types import DepthMap
-from . import metadata, numpy_format, pil_files, png16
+from . import exr, metadata, numpy_format, pil_files, png16
 from .mapping import LOAD_MODES, pick_channel, values_to_depth
 
-SAVE_FORMATS = ("npy", "png16", "tiff", "npz")
-_EXT = {"npy": ".npy", "npz": ".npz", "png16": ".png", "tiff": ".tif"}
+SAVE_FORMATS = ("npy", "png16", "tiff", "npz", "exr")
+_EXT = {"npy": ".npy", "npz": ".npz", "png16": ".png", "tiff": ".tif", "exr": ".exr"}
 _WRITERS = {"npy": numpy_format.write_npy, "npz": numpy_format.write_npz, "png16": png16.write,
-            "tiff": pil_files.write_tiff}
-READ_EXTENSIONS = (".npy", ".npz", ".png", ".tif", ".tiff", ".jpg", ".jpeg", ".webp", ".bmp")
+            "tiff": pil_files.write_tiff, "exr": exr.write}
+READ_EXTENSIONS = (".npy", ".npz", ".exr", ".png", ".tif", ".tiff", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 def format_for_path(path: str) -> str:
@@ -34,33 +33,33 @@ def format_for_path(path: str) -> str:
     if ext == ".tiff":
         return "tiff"
     raise ValueError(f"cannot tell the depth format of {path!r} from its extension: use .npy, .npz, .png "
-                     f"(16-bit) or .tif, or pass fmt= one of {', '.join(SAVE_FORMATS)}")
+                     f"(16-bit), .tif or .exr, or pass fmt= one of {', '.join(SAVE_FORMATS)}")
 
 
 def extension_for(fmt: str) -> str:
     """The file extension of a save format."""
     if fmt not in _EXT:
-        raise ValueError(f"format must be one of {', '.join(SAVE_FORMATS)}, got {fmt!r}"
-                         + (" (EXR needs an OpenEXR library that is not installed; use tiff or npy for float depth)"
-                            if str(fmt).lower() == "exr" else ""))
+        raise ValueError(f"format must be one of {', '.join(SAVE_FORMATS)}, got {fmt!r}")
     return _EXT[fmt]
 
 
 def save_depth(path: str, depth, fmt: Optional[str] = None, *, index: int = 0, encoding: str = "linear",
                near: Optional[float] = None, far: Optional[float] = None, sidecar: bool = True,
-               source: str = "", unit: str = "m") -> list[str]:
+               source: str = "", unit: str = "m", extra: Optional[dict] = None) -> list[str]:
     """Write one depth map (``[H,W]``, or item ``index`` of a batch / DepthMap) losslessly.
 
     ``fmt``: npy (float32), npz (depth + confidence + intrinsics), png16 (16-bit; the metric range,
     ``encoding`` linear or inverse depth, sits in the PNG's text metadata; 0 = invalid; ``near``/
-    ``far`` default to the valid min/max), tiff (float32, Pillow mode F). Returns the written paths
-    (data file first, then the JSON sidecar when ``sidecar``).
+    ``far`` default to the valid min/max), tiff (float32, Pillow mode F), exr (float32 channel Z +
+    confidence, :mod:`.exr`). ``extra`` adds header entries (e.g. ``K``, ``focus_m``). Returns the
+    written paths (data file first, then the JSON sidecar when ``sidecar``).
     """
     fmt = fmt or format_for_path(path)
     extension_for(fmt)
     d, conf, intr, meta = _single(depth, index)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     info: dict[str, Any] = metadata.header(path, fmt, d, conf, intr, source or meta.get("source", ""), unit)
+    info.update(extra or {})
     info.update(_WRITERS[fmt](path, d, info=info, confidence=conf, intrinsics=intr, encoding=encoding,
                               near=near, far=far))
     return [path, metadata.write_sidecar(path, info, meta)] if sidecar else [path]
@@ -89,7 +88,8 @@ def _single(depth, index: int = 0):
 
 
 def load_depth(path: str, mode: str = "auto", scale: Optional[float] = None, near: Optional[float] = None,
-               far: Optional[float] = None, channel: str = "auto", normalize: str = "dtype") -> DepthMap:
+               far: Optional[float] = None, channel: str = "auto", normalize: str = "dtype",
+               exr_channel: str = "auto") -> DepthMap:
     """Read a depth file into a DepthMap (metres).
 
     Our files (npy/npz/png16/tiff, sidecar JSON next to them) load as saved. Other files need
@@ -97,7 +97,8 @@ def load_depth(path: str, mode: str = "auto", scale: Optional[float] = None, nea
     ``disparity`` / ``depth`` / ``depth_inverted`` (values normalised to 0..1 by their dtype's
     maximum, or by the image's own min..max with ``normalize="minmax"``, then mapped between
     ``near`` and ``far`` metres). ``auto`` = our metadata, else metric for float data, else an error
-    that says which option to set. ``channel`` picks the values of an RGB image (:func:`.pick_channel`).
+    that says which option to set. ``channel`` picks the values of an RGB image (:func:`.pick_channel`),
+    ``exr_channel`` the channel of an EXR file (``auto``: Z, depth.Z, Blender's ``*.Depth.Z`` ...).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"depth file not found: {path}")
@@ -107,13 +108,14 @@ def load_depth(path: str, mode: str = "auto", scale: Optional[float] = None, nea
         raise ValueError(f"normalize must be 'dtype' or 'minmax', got {normalize!r}")
     ext = os.path.splitext(path)[1].lower()
     name = os.path.basename(path)
-    if ext == ".exr":
-        raise ValueError(f"{name}: OpenEXR is not supported (no EXR library installed); convert it to a float "
-                         "TIFF or .npy (e.g. with your image editor or Blender's file output) and load that")
     side = metadata.read_sidecar(path)
     conf = intr = None
     meta: dict[str, Any] = {"file": name}
-    if ext in (".npy", ".npz"):
+    if ext == ".exr":
+        arr, conf, intr, header, meta["exr_channel"] = exr.read(path, exr_channel)
+        ours = header is not None and mode == "auto"
+        side = {**(side or {}), **header} if ours else side
+    elif ext in (".npy", ".npz"):
         arr, conf, intr = numpy_format.read(path)
         meta["storage"] = ext[1:]
         ours = side is not None and mode == "auto"

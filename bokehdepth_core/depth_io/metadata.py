@@ -97,7 +97,7 @@ def read_sidecar(path: str) -> Optional[dict]:
 
 def summary(side: dict) -> dict:
     """The header entries a loaded DepthMap keeps in its meta."""
-    keys = ("source", "unit", "storage", "encoding", "near", "far", "meta")
+    keys = ("source", "unit", "storage", "encoding", "near", "far", "K", "focus_m", "meta")
     return {k: side[k] for k in keys if k in side}
 
 

@@ -1,49 +1,36 @@
-"""Reading Stage-2 weight files: the authors' releases as-is, and plain Depth Anything V2 files.
+"""Stage-2 weight files: the authors' releases as-is, and plain Depth Anything V2 files.
 
 * ``read_checkpoint(path)`` -> flat state dict (pickles with ``weights_only=True``, never code;
   ``{"model": ...}`` / ``{"state_dict": ...}`` / bare; DDP ``module.`` prefix stripped;
   ``.safetensors``).
 * ``detect_model(state_dict)`` -> ``(family, variant)``: ``("dav2", "vits")`` for DAv2+DSFA,
-  ``("dav2_plain", ...)`` for plain Depth Anything V2, other families through ``register_family``.
-* ``load_dsfa_checkpoint(model, path)``: strict load with one readable error.
+  ``("dav2_plain", ...)`` for plain Depth Anything V2, ``("unidepthv2", "vitl14")`` for UniDepthV2+DSFA.
+* ``load_dsfa_checkpoint(model, path)``: strict load with one readable error; the model's
+  ``adapt_checkpoint`` (e.g. UniDepth's EMA overlay) and ``after_load`` hooks run around it.
 * ``build_from_checkpoint(path)``: the right model for a file, weights loaded.
-
-Other model families (UniDepthV2) plug in with ``register_family(family, detect, build)``:
-``detect(state_dict) -> variant or None`` and ``build(state_dict, variant, **kw) -> nn.Module``
-(on any device; weights are loaded afterwards). A model may define
-``adapt_checkpoint(state_dict, raw) -> state_dict`` (e.g. an EMA overlay from the raw file
-object) and ``after_load(state_dict)``; both are called by ``load_dsfa_checkpoint``.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
 
-log = logging.getLogger("BokehDepth")
+from . import dav2, unidepth
+from .model import DepthModel
+from .unidepth_config import detect_unidepth
 
 __all__ = ["read_checkpoint", "read_raw", "extract_state_dict", "detect_model", "load_dsfa_checkpoint",
-           "build_from_checkpoint", "register_family", "CheckpointError", "WHERE_TO_GET"]
+           "build_from_checkpoint", "CheckpointError", "WHERE_TO_GET"]
 
 WHERE_TO_GET = ("the BokehDepth release (github.com/fogradio/BokehDepth: DAV2_dsfa_release.pth, "
                 "UDv2_dsfa_release.pth) or Depth Anything V2 (huggingface.co/depth-anything)")
 
-_ENCODER_BY_DIM = {384: "vits", 768: "vitb", 1024: "vitl", 1536: "vitg"}
-
-# family -> (detect, build); filled by register_family (see module doc)
-_FAMILIES: dict[str, tuple[Callable, Callable]] = {}
-
 
 class CheckpointError(ValueError):
     """A weight file that does not fit the requested model (message says why and what to do)."""
-
-
-def register_family(family: str, detect: Callable[[dict], Optional[str]], build: Callable[..., nn.Module]) -> None:
-    _FAMILIES[family] = (detect, build)
 
 
 # --------------------------------------------------------------------------- reading
@@ -91,34 +78,12 @@ def read_checkpoint(path: str) -> dict[str, torch.Tensor]:
 
 # --------------------------------------------------------------------------- detection
 
-def _dav2_info(sd: dict) -> Optional[dict]:
-    w = sd.get("pretrained.patch_embed.proj.weight")
-    if w is None or not any(k.startswith("depth_head.") for k in sd):
-        return None
-    encoder = _ENCODER_BY_DIM.get(int(w.shape[0]))
-    if encoder is None:
-        return None
-    fusion = sorted({int(k.split(".")[2]) for k in sd if k.startswith("encoder_fusion.layers.")})
-    out_channels = [int(sd[f"depth_head.projects.{i}.weight"].shape[0]) for i in range(4)
-                    if f"depth_head.projects.{i}.weight" in sd]
-    feat = sd.get("depth_head.scratch.layer1_rn.weight")
-    return {
-        "encoder": encoder,
-        "fusion_layers": fusion,
-        "features": int(feat.shape[0]) if feat is not None else None,
-        "out_channels": out_channels if len(out_channels) == 4 else None,
-        "use_clstoken": any(k.startswith("depth_head.readout_projects.") for k in sd),
-        "use_bn": any(".bn1." in k for k in sd if k.startswith("depth_head.")),
-    }
-
-
 def detect_model(state_dict: dict) -> tuple[str, str]:
     """``(family, variant)`` of a state dict; CheckpointError when nothing matches."""
-    for family, (detect, _build) in _FAMILIES.items():
-        variant = detect(state_dict)
-        if variant:
-            return family, variant
-    info = _dav2_info(state_dict)
+    variant = detect_unidepth(state_dict)
+    if variant:
+        return "unidepthv2", variant
+    info = dav2.config_from_state_dict(state_dict)
     if info is not None:
         return ("dav2" if info["fusion_layers"] else "dav2_plain"), info["encoder"]
     if any(k.startswith("pixel_encoder.") for k in state_dict):
@@ -130,14 +95,6 @@ def detect_model(state_dict: dict) -> tuple[str, str]:
         f"unknown weight file layout (first keys: {sample}). Expected a BokehDepth release "
         f"(DAV2_dsfa_release.pth, UDv2_dsfa_release.pth) or an original Depth Anything V2 file "
         f"(keys pretrained.* and depth_head.*; Hugging Face transformers-format folders are not supported).")
-
-
-def _plain_head_from_name(path: str) -> tuple[bool, Optional[float]]:
-    """Plain DAv2 files do not say whether the head is metric: the distributed names do."""
-    name = os.path.basename(path).lower()
-    if "metric" in name or "hypersim" in name or "vkitti" in name:
-        return True, (20.0 if "hypersim" in name else 80.0 if "vkitti" in name else None)
-    return False, None
 
 
 # --------------------------------------------------------------------------- loading
@@ -160,7 +117,7 @@ def _likely_cause(model: nn.Module, sd: dict, missing: list, unexpected: list) -
     if m_variant and variant != m_variant:
         return f"wrong encoder size: the file is {variant}, the model is {m_variant}"
     if family == "dav2" and has_dsfa:
-        info = _dav2_info(sd)
+        info = dav2.config_from_state_dict(sd)
         if info and info["fusion_layers"] != list(getattr(model, "fusion_layers", [])):
             return (f"fusion_layers differ: file {info['fusion_layers']}, model "
                     f"{list(getattr(model, 'fusion_layers', []))}")
@@ -186,13 +143,6 @@ def _check_keys(model: nn.Module, sd: dict, path: str) -> None:
     raise CheckpointError(" ".join(parts))
 
 
-def _set_backbone_scale(model: nn.Module, sd: dict) -> None:
-    # DAv2 backbones: the DSFA release was trained with double-scaled attention, plain DAv2 not.
-    if getattr(model, "family", None) == "dav2":
-        has = any(k.startswith("encoder_fusion.") for k in sd)
-        model.attn_scale = "release_sdpa" if has else "standard"
-
-
 def load_dsfa_checkpoint(model: nn.Module, path, state_dict: Optional[dict] = None,
                          raw: Any = None, assign: bool = False) -> nn.Module:
     """Load a release file (or plain DAv2 file) into ``model`` strictly; returns the model.
@@ -202,51 +152,34 @@ def load_dsfa_checkpoint(model: nn.Module, path, state_dict: Optional[dict] = No
     if state_dict is None:
         raw = read_raw(str(path)) if raw is None else raw
         state_dict = extract_state_dict(raw)
-    if hasattr(model, "adapt_checkpoint"):
+    if isinstance(model, DepthModel):
         state_dict = model.adapt_checkpoint(state_dict, raw)
     _check_keys(model, state_dict, path)
     model.load_state_dict(state_dict, strict=True, assign=assign)
-    _set_backbone_scale(model, state_dict)
-    if hasattr(model, "after_load"):
+    if isinstance(model, DepthModel):
         model.after_load(state_dict)
     return model
 
 
-def _build_dav2(sd: dict, variant: str, path: str = "", plain_head: str = "auto",
-                plain_max_depth: Optional[float] = None, **kw) -> nn.Module:
-    from .dav2 import DepthAnythingV2DSFA
-
-    info = _dav2_info(sd)
-    if not info["fusion_layers"]:
-        name_metric, name_depth = _plain_head_from_name(path)
-        if plain_head not in ("auto", "metric", "relative"):
-            raise ValueError(f"plain_head must be auto, metric or relative, got {plain_head!r}")
-        kw.setdefault("metric", name_metric if plain_head == "auto" else plain_head == "metric")
-        kw.setdefault("max_depth", plain_max_depth or name_depth or 20.0)
-    return DepthAnythingV2DSFA(encoder=variant, features=info["features"], out_channels=info["out_channels"],
-                               use_bn=info["use_bn"], use_clstoken=info["use_clstoken"],
-                               fusion_layers=info["fusion_layers"], **kw)
-
-
 def build_from_checkpoint(path: str, device=None, dtype: Optional[torch.dtype] = None,
-                          plain_head: str = "auto", plain_max_depth: Optional[float] = None, **kw) -> nn.Module:
+                          plain_head: str = "auto", plain_max_depth: Optional[float] = None, **kw) -> DepthModel:
     """Build the model a file is for and load it (strict); eval mode on ``device``/``dtype``.
 
     DSFA release files give the release configuration (metric, max depth 80 m). Plain Depth
     Anything V2 files give the model without DSFA; their head is not recorded in the file, so
     ``plain_head="auto"`` follows the distributed names ("metric_hypersim" 20 m, "metric_vkitti"
     80 m, else relative); ``plain_max_depth`` overrides the metric range. Extra keywords go to
-    the model class."""
+    the model builder (Depth Anything V2: model keywords; UniDepthV2: ``config``)."""
     raw = read_raw(str(path))
     sd = extract_state_dict(raw)
     family, variant = detect_model(sd)
     # Built on the meta device and filled with the file's tensors: no throw-away random init.
     with torch.device("meta"):
-        if family in ("dav2", "dav2_plain"):
-            model = _build_dav2(sd, variant, path=str(path), plain_head=plain_head,
-                                plain_max_depth=plain_max_depth, **kw)
+        if family == "unidepthv2":
+            model = unidepth.build_for_checkpoint(sd, **kw)
         else:
-            model = _FAMILIES[family][1](sd, variant, **kw)
+            model = dav2.build_for_checkpoint(sd, path=str(path), plain_head=plain_head,
+                                              plain_max_depth=plain_max_depth, **kw)
     load_dsfa_checkpoint(model, path, state_dict=sd, raw=raw, assign=True)
     model = model.to(device=device or "cpu", dtype=dtype or torch.float32)
     model.checkpoint_path = str(path)

@@ -8,8 +8,9 @@ is plain Depth Anything V2.
 
 from __future__ import annotations
 
-import logging
-from typing import Callable, Optional, Sequence
+import math
+import os
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -18,11 +19,12 @@ import torch.nn.functional as F
 from .dinov2 import build_dinov2
 from .dpt import DPTHead
 from .dsfa import DSFABlock
-from .inputs import lower_bound_size, model_inputs, network_stack, place_model, to_network
+from .inputs import network_stack, normalize_imagenet
+from .memory import dav2_activation_bytes
+from .model import DepthModel
 
-log = logging.getLogger("BokehDepth")
-
-__all__ = ["DepthAnythingV2DSFA", "build_dav2_dsfa", "MODEL_CONFIGS", "TAPS"]
+__all__ = ["DepthAnythingV2DSFA", "build_dav2_dsfa", "config_from_state_dict", "build_for_checkpoint",
+           "lower_bound_size", "to_network", "MODEL_CONFIGS", "TAPS"]
 
 # encoder -> DPT head widths
 MODEL_CONFIGS = {
@@ -33,6 +35,32 @@ MODEL_CONFIGS = {
 }
 # ViT blocks whose (final-normed) outputs feed the DPT head
 TAPS = {"vits": [2, 5, 8, 11], "vitb": [2, 5, 8, 11], "vitl": [4, 11, 17, 23], "vitg": [9, 19, 29, 39]}
+_ENCODER_BY_DIM = {384: "vits", 768: "vitb", 1024: "vitl", 1536: "vitg"}
+
+
+def _multiple(x: float, m: int, min_val: int) -> int:
+    y = int(round(x / m) * m)  # round-half-even, as numpy in the reference transform
+    if y < min_val:
+        y = int(math.ceil(x / m) * m)
+    return y
+
+
+def lower_bound_size(h: int, w: int, input_size: int = 518, multiple: int = 14) -> tuple[int, int]:
+    """Keep-aspect size whose short side is at least ``input_size``, sides multiples of 14
+    (Depth Anything V2's 'lower_bound' resize)."""
+    if input_size < multiple:
+        raise ValueError(f"input_size must be at least {multiple}, got {input_size}")
+    scale = max(input_size / h, input_size / w)
+    return _multiple(scale * h, multiple, input_size), _multiple(scale * w, multiple, input_size)
+
+
+def to_network(images: torch.Tensor, size: tuple[int, int], device=None, dtype=None) -> torch.Tensor:
+    """``[..., H, W, 3]`` 0..1 -> bicubic-resized, ImageNet-normalised ``[..., 3, h, w]``."""
+    lead = images.shape[:-3]
+    x = images.reshape(-1, *images.shape[-3:]).permute(0, 3, 1, 2).to(device=device, dtype=torch.float32)
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False)
+    return normalize_imagenet(x).to(dtype or torch.float32).reshape(*lead, 3, *size)
 
 
 class _FusionLayer(nn.Module):
@@ -53,7 +81,7 @@ class EncoderFusion(nn.Module):
         })
 
 
-class DepthAnythingV2DSFA(nn.Module):
+class DepthAnythingV2DSFA(DepthModel):
     """``model(x, focus_stack, k_stack)`` -> metric depth ``[B,H,W]``.
 
     x ``[B,3,H,W]`` ImageNet-normalised (H, W multiples of 14), focus_stack ``[B,N,3,H,W]``,
@@ -62,6 +90,7 @@ class DepthAnythingV2DSFA(nn.Module):
     """
 
     family = "dav2"
+    OPTIONS = ("input_size",)
 
     def __init__(self, encoder: str = "vitl", features: Optional[int] = None, out_channels=None,
                  use_bn: bool = False, use_clstoken: bool = False, max_depth: float = 80.0,
@@ -147,42 +176,37 @@ class DepthAnythingV2DSFA(nn.Module):
             out = out * self.max_depth
         return out.squeeze(1)
 
-    # ------------------------------------------------------------------ core-convention inference
-    @torch.no_grad()
-    def estimate(self, image: torch.Tensor, stack=None, k_values=None, input_size: int = 518,
-                 device=None, dtype=None, callback: Optional[Callable[[int, int], None]] = None, **kw) -> dict:
-        """image ``[B,H,W,3]`` 0..1 (+ stack ``[B,N,H,W,3]``/BokehStack and K) -> dict with
-        ``depth`` ``[B,H,W]`` float32 (metres for metric heads) on the image's device."""
-        for name in ("camera", "resolution_level"):
-            if kw.get(name) is not None:
-                log.warning("%s is not used by Depth Anything V2: ignored", name)
-        image, stack, k = model_inputs(self, image, stack, k_values)
-        device, dtype = place_model(self, device, dtype)
-        b, h, w, _ = image.shape
-        size = lower_bound_size(h, w, input_size)
-        out = []
-        for i in range(b):
-            x = to_network(image[i:i + 1], size, device, dtype)
-            if stack is not None:
-                s = to_network(stack[i:i + 1], size, device, dtype)
-                d = self(x, s, k[i:i + 1].to(device))
-            else:
-                d = self(x)
-            d = F.interpolate(d[:, None].float(), (h, w), mode="bilinear", align_corners=True)[:, 0]
-            out.append(d.to(image.device))
-            if callback is not None:
-                callback(i + 1, b)
-        raw = torch.cat(out, 0)
-        result = {"depth": raw, "confidence": None, "intrinsics": None, "points": None,
-                  "relative": not self.metric, "network_size": size,
-                  "used_stack": stack is not None, "model": self.describe()}
+    # ------------------------------------------------------------------ DepthModel steps
+    def plan(self, batch: int, height: int, width: int, input_size: int = 518) -> dict:
+        size = lower_bound_size(height, width, 518 if input_size is None else int(input_size))
+        meta = {"network_size": size, "relative": not self.metric}
         if not self.metric:
-            # Relative DAv2 predicts affine-invariant disparity; give a unitless depth-like map
-            # (median 1) so downstream nodes see "far = larger", and keep the raw output.
-            med = raw.flatten(1).median(dim=1).values.clamp_min(1e-6).view(-1, 1, 1)
-            result["disparity"] = raw
-            result["depth"] = med / raw.clamp_min(med * 1e-3)
-        return result
+            meta["units"] = "relative (median 1), not metres"
+        return {"size": size, "meta": meta}
+
+    def predict(self, plan: dict, index: int, image: torch.Tensor, stack: Optional[torch.Tensor],
+                k: Optional[torch.Tensor], device: torch.device, dtype: torch.dtype) -> dict:
+        size, (h, w) = plan["size"], image.shape[1:3]
+        x = to_network(image, size, device, dtype)
+        if stack is not None:
+            d = self(x, to_network(stack, size, device, dtype), k.to(device))
+        else:
+            d = self(x)
+        d = F.interpolate(d[:, None].float(), (h, w), mode="bilinear", align_corners=True)[:, 0]
+        if self.metric:
+            return {"depth": d}
+        # Relative DAv2 predicts affine-invariant disparity; give a unitless depth-like map
+        # (median 1) so downstream nodes see "far = larger", and keep the raw output.
+        med = d.flatten(1).median(dim=1).values.clamp_min(1e-6).view(-1, 1, 1)
+        return {"depth": med / d.clamp_min(med * 1e-3), "disparity": d}
+
+    def activation_bytes(self, plan: dict, frames: int, dtype: torch.dtype) -> int:
+        return dav2_activation_bytes(self.config, plan["size"], frames, dtype, width=self.pretrained.embed_dim,
+                                     taps=len(self.intermediate_layer_idx))
+
+    def after_load(self, state_dict: dict) -> None:
+        # The DSFA release was trained with double-scaled backbone attention; plain DAv2 was not.
+        self.attn_scale = "release_sdpa" if any(k.startswith("encoder_fusion.") for k in state_dict) else "standard"
 
 
 def build_dav2_dsfa(encoder: str = "vitl", max_depth: float = 80.0, fusion_layers: Sequence[int] = (2, 3),
@@ -194,3 +218,47 @@ def build_dav2_dsfa(encoder: str = "vitl", max_depth: float = 80.0, fusion_layer
     return DepthAnythingV2DSFA(encoder=encoder, max_depth=max_depth, fusion_layers=fusion_layers,
                                num_heads=num_heads, layerscale_init=layerscale_init,
                                alibi_scale=alibi_scale, **kw)
+
+
+# --------------------------------------------------------------------------- weight files
+
+def config_from_state_dict(sd: dict) -> Optional[dict]:
+    """Model keywords implied by a Depth Anything V2 state dict (with or without DSFA), else None."""
+    w = sd.get("pretrained.patch_embed.proj.weight")
+    if w is None or not any(k.startswith("depth_head.") for k in sd):
+        return None
+    encoder = _ENCODER_BY_DIM.get(int(w.shape[0]))
+    if encoder is None:
+        return None
+    out_channels = [int(sd[f"depth_head.projects.{i}.weight"].shape[0]) for i in range(4)
+                    if f"depth_head.projects.{i}.weight" in sd]
+    feat = sd.get("depth_head.scratch.layer1_rn.weight")
+    return {
+        "encoder": encoder,
+        "fusion_layers": sorted({int(k.split(".")[2]) for k in sd if k.startswith("encoder_fusion.layers.")}),
+        "features": int(feat.shape[0]) if feat is not None else None,
+        "out_channels": out_channels if len(out_channels) == 4 else None,
+        "use_clstoken": any(k.startswith("depth_head.readout_projects.") for k in sd),
+        "use_bn": any(".bn1." in k for k in sd if k.startswith("depth_head.")),
+    }
+
+
+def _plain_head_from_name(path: str) -> tuple[bool, Optional[float]]:
+    """Plain DAv2 files do not say whether the head is metric: the distributed names do."""
+    name = os.path.basename(path).lower()
+    if "metric" in name or "hypersim" in name or "vkitti" in name:
+        return True, (20.0 if "hypersim" in name else 80.0 if "vkitti" in name else None)
+    return False, None
+
+
+def build_for_checkpoint(sd: dict, path: str = "", plain_head: str = "auto",
+                         plain_max_depth: Optional[float] = None, **kw) -> DepthAnythingV2DSFA:
+    """The model for a state dict (see :func:`config_from_state_dict`); random weights."""
+    cfg = config_from_state_dict(sd)
+    if not cfg["fusion_layers"]:
+        if plain_head not in ("auto", "metric", "relative"):
+            raise ValueError(f"plain_head must be auto, metric or relative, got {plain_head!r}")
+        name_metric, name_depth = _plain_head_from_name(path)
+        kw.setdefault("metric", name_metric if plain_head == "auto" else plain_head == "metric")
+        kw.setdefault("max_depth", plain_max_depth or name_depth or 20.0)
+    return DepthAnythingV2DSFA(**cfg, **kw)

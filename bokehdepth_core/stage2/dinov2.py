@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["DinoV2", "build_dinov2", "DINOV2_CONFIGS", "ATTN_SCALES"]
+__all__ = ["DinoV2", "build_dinov2", "Mlp", "LayerScale", "DINOV2_CONFIGS", "ATTN_SCALES"]
 
 ATTN_SCALES = ("standard", "release_sdpa")
 

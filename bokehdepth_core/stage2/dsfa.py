@@ -18,19 +18,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["DSFABlock", "DSFAAttention", "DSFAMlp"]
+from .dinov2 import Mlp
 
-
-class DSFAMlp(nn.Module):
-    def __init__(self, dim: int, mlp_ratio: float = 4.0):
-        super().__init__()
-        hidden = int(dim * mlp_ratio)
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+__all__ = ["DSFABlock", "DSFAAttention"]
 
 
 class DSFAAttention(nn.Module):
@@ -95,14 +85,14 @@ class DSFABlock(nn.Module):
         self.space_attn = DSFAAttention(embed_dim, num_heads)
         self.gamma_space_attn = nn.Parameter(layerscale_init * torch.ones(embed_dim))
         self.ln_space_ffn = nn.LayerNorm(embed_dim, eps=1e-5)
-        self.space_ffn = DSFAMlp(embed_dim)
+        self.space_ffn = Mlp(embed_dim, 4 * embed_dim)
         self.gamma_space_ffn = nn.Parameter(layerscale_init * torch.ones(embed_dim))
 
         self.ln_focus_attn = nn.LayerNorm(embed_dim, eps=1e-5)
         self.focus_attn = DSFAAttention(embed_dim, num_heads)
         self.gamma_focus_attn = nn.Parameter(layerscale_init * torch.ones(embed_dim))
         self.ln_focus_ffn = nn.LayerNorm(embed_dim, eps=1e-5)
-        self.focus_ffn = DSFAMlp(embed_dim)
+        self.focus_ffn = Mlp(embed_dim, 4 * embed_dim)
         self.gamma_focus_ffn = nn.Parameter(layerscale_init * torch.ones(embed_dim))
 
         self.k_embed = nn.Sequential(nn.Linear(1, embed_dim // 4), nn.ReLU(), nn.Linear(embed_dim // 4, embed_dim))

@@ -10,83 +10,27 @@ whole stage; the decoder sees the reference only.
 
 from __future__ import annotations
 
-import copy
 import logging
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoints import register_family
 from ..camera import camera_rays, check_camera
-from .geometry import (camera_to_network, get_paddings, get_resize_factor, intrinsics_from_network, pixel_bounds,
-                       unpad_resize)
 from .dinov2 import DinoV2
 from .dsfa import DSFABlock
-from .inputs import model_inputs, network_stack, normalize_imagenet, place_model
+from .inputs import network_stack, normalize_imagenet
+from .memory import unidepth_activation_bytes
+from .model import DepthModel
+from .unidepth_config import RELEASE_CONFIG, config_from_state_dict, resolve_config
 from .unidepth_decoder import UniDepthDecoder
+from .unidepth_geometry import (camera_to_network, get_paddings, get_resize_factor, intrinsics_from_network,
+                                pixel_bounds, unpad_resize)
 
 log = logging.getLogger("BokehDepth")
 
-__all__ = ["UniDepthV2DSFA", "build_unidepthv2_dsfa", "RELEASE_CONFIG", "detect_unidepth",
-           "config_from_state_dict"]
-
-# The authors' config_v2_vitl14_DSFA_inference.json, flattened.
-RELEASE_CONFIG = {
-    "embed_dim": 1024, "depth": 24, "vit_heads": 16, "patch_size": 14, "img_size": 518,
-    "output_idx": [6, 12, 18, 24], "use_norm": True,
-    "fusion_layers": [0, 1, 2, 3], "fusion_num_heads": 8, "fusion_layerscale": 0.1, "alibi_scale": 1.0,
-    "hidden_dim": 512, "num_heads": 8, "expansion": 4, "layer_scale": 1.0,
-    "decoder_depths": [2, 2, 2], "out_dim": 64, "kernel_size": 3,
-    "ratio_bounds": [0.5, 2.5], "pixels_min": 200000, "pixels_max": 600000, "shape_mult": 14,
-}
-
-
-def _flatten_authors_config(cfg: dict) -> dict:
-    """Accept the authors' nested JSON config (``{"model": ..., "data": ...}``) too."""
-    out = {}
-    model = cfg.get("model", {})
-    enc = model.get("pixel_encoder", {})
-    dec = model.get("pixel_decoder", {})
-    shape = cfg.get("data", {}).get("augmentations", {}).get("shape_constraints", {})
-    name = enc.get("name", "dinov2_vitl14_DSFA")
-    if name != "dinov2_vitl14_DSFA":
-        raise ValueError(f"only the dinov2_vitl14_DSFA encoder is supported, the config names {name!r}")
-    for src, dst in (("output_idx", "output_idx"), ("use_norm", "use_norm"), ("fusion_layers", "fusion_layers"),
-                     ("fusion_num_heads", "fusion_num_heads"), ("fusion_layerscale", "fusion_layerscale"),
-                     ("alibi_scale", "alibi_scale")):
-        if src in enc:
-            out[dst] = enc[src]
-    for src, dst in (("hidden_dim", "hidden_dim"), ("depths", "decoder_depths"), ("out_dim", "out_dim"),
-                     ("kernel_size", "kernel_size")):
-        if src in dec:
-            out[dst] = dec[src]
-    for key in ("num_heads", "expansion", "layer_scale"):
-        if key in model:
-            out[key] = model[key]
-    for key in ("ratio_bounds", "pixels_min", "pixels_max", "shape_mult"):
-        if key in shape:
-            out[key] = shape[key]
-    return out
-
-
-def _resolve_config(config: Optional[dict]) -> dict:
-    cfg = copy.deepcopy(RELEASE_CONFIG)
-    if config:
-        if "model" in config:
-            config = _flatten_authors_config(config)
-        unknown = sorted(set(config) - set(cfg))
-        if unknown:
-            raise ValueError(f"unknown UniDepthV2 config keys {unknown}; known: {sorted(cfg)}")
-        cfg.update(copy.deepcopy(config))
-    idx = list(cfg["output_idx"])
-    if not idx or idx != sorted(idx) or idx[0] < 1 or idx[-1] > cfg["depth"]:
-        raise ValueError(f"output_idx must be increasing block counts within 1..{cfg['depth']}, got {idx}")
-    bad = [i for i in cfg["fusion_layers"] if not 0 <= int(i) < len(idx)]
-    if bad:
-        raise ValueError(f"fusion_layers {bad} out of range for {len(idx)} encoder stages")
-    return cfg
+__all__ = ["UniDepthV2DSFA", "build_unidepthv2_dsfa", "build_for_checkpoint", "RELEASE_CONFIG"]
 
 
 class UniDepthEncoder(nn.Module):
@@ -132,15 +76,17 @@ class UniDepthEncoder(nn.Module):
         return feats, cls
 
 
-class UniDepthV2DSFA(nn.Module):
+class UniDepthV2DSFA(DepthModel):
     """UniDepthV2 with DSFA. ``forward(x, focus_stack, k_stack, rays)`` works on network tensors;
     :meth:`estimate` takes core-convention images and does UniDepthV2's pre/post-processing."""
 
     family = "unidepthv2"
+    OPTIONS = ("camera", "resolution_level")
+    SILENT_OPTIONS = ("input_size",)  # Depth Anything's knob; UniDepthV2 sizes by resolution_level
 
     def __init__(self, config: Optional[dict] = None):
         super().__init__()
-        cfg = _resolve_config(config)
+        cfg = resolve_config(config)
         self.config = cfg
         self.pixel_encoder = UniDepthEncoder(cfg)
         self.pixel_decoder = UniDepthDecoder(
@@ -197,56 +143,43 @@ class UniDepthV2DSFA(nn.Module):
         x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
         return x.to(dtype)
 
-    @torch.no_grad()
-    def estimate(self, image: torch.Tensor, stack=None, k_values=None, camera=None,
-                 resolution_level: Optional[int] = None, device=None, dtype=None,
-                 callback: Optional[Callable[[int, int], None]] = None, **kw) -> dict:
-        """image ``[B,H,W,3]`` 0..1 (+ stack ``[B,N,H,W,3]``/BokehStack and raw K ``[B,N]``) ->
-        dict: ``depth`` ``[B,H,W]`` m, ``intrinsics`` ``[B,3,3]`` (the model's own prediction, in
-        image pixels), ``points`` ``[B,H,W,3]`` m, ``confidence`` ``[B,H,W]``, ``rays`` ``[B,H,W,3]``.
-
-        ``camera``: None (predicted), a pinhole ``[3,3]``/``[B,3,3]`` in image pixels (its rays
+    # ------------------------------------------------------------------ DepthModel steps
+    def plan(self, batch: int, height: int, width: int, camera=None, resolution_level: Optional[int] = None) -> dict:
+        """``camera``: None (predicted), a pinhole ``[3,3]``/``[B,3,3]`` in image pixels (its rays
         replace the predicted ones for depth and points), or ``"authors_guess"`` (fx = fy = 0.7 W).
-        ``resolution_level`` 0..9 picks the network pixel budget (None: UniDepthV2's full range).
-        """
-        kw.pop("input_size", None)  # Depth Anything's knob; UniDepthV2 sizes by resolution_level
-        if kw:
-            log.warning("unused arguments for UniDepthV2: %s", ", ".join(sorted(kw)))
-        image, stack, k = model_inputs(self, image, stack, k_values)
-        b, H, W, _ = image.shape
-        cam = check_camera(camera, b, W, H)
-        pads, padded, factor, size = self.network_geometry(H, W, resolution_level)
-        device, dtype = place_model(self, device, dtype)
-        keys = ("depth", "points", "confidence", "rays", "intrinsics")
-        outs = {key: [] for key in keys}
-        for i in range(b):
-            x = self._to_network(image[i:i + 1], pads, size, device, dtype)
-            s = kk = rays = None
-            if stack is not None:
-                s = self._to_network(stack[i], pads, size, device, dtype).unsqueeze(0)
-                kk = k[i:i + 1].to(device)
-            if cam is not None:
-                rays = camera_rays(camera_to_network(cam[i:i + 1], pads, factor).to(device), *size)
-            o = self(x, s, kk, rays)
-            points = unpad_resize(o["points"].float(), padded, pads)
-            rays_out = unpad_resize(o["rays"].float(), padded, pads)
-            outs["points"].append(points.permute(0, 2, 3, 1).to(image.device))
-            outs["depth"].append(points[:, 2].to(image.device))
-            outs["confidence"].append(unpad_resize(o["confidence"].float(), padded, pads)[:, 0].to(image.device))
-            outs["rays"].append((rays_out / rays_out.norm(dim=1, keepdim=True).clamp(min=1e-5))
-                                .permute(0, 2, 3, 1).to(image.device))
-            outs["intrinsics"].append(intrinsics_from_network(o["intrinsics"].float(), pads, factor).to(image.device))
-            if callback is not None:
-                callback(i + 1, b)
-        result = {key: torch.cat(v, 0) for key, v in outs.items()}
-        result.update({
-            "relative": False, "network_size": tuple(size), "paddings": tuple(pads),
-            "used_stack": stack is not None,
-            "camera": camera if isinstance(camera, str) else ("predicted" if camera is None else "given"),
-            "model": self.describe(),
-        })
-        return result
+        ``resolution_level`` 0..9 picks the network pixel budget (None: UniDepthV2's full range)."""
+        cam = check_camera(camera, batch, width, height)
+        pads, padded, factor, size = self.network_geometry(height, width, resolution_level)
+        meta = {"relative": False, "network_size": tuple(size), "paddings": tuple(pads),
+                "camera": camera if isinstance(camera, str) else ("predicted" if camera is None else "given")}
+        return {"camera": cam, "pads": pads, "padded": padded, "factor": factor, "size": size, "meta": meta}
 
+    def predict(self, plan: dict, index: int, image: torch.Tensor, stack: Optional[torch.Tensor],
+                k: Optional[torch.Tensor], device: torch.device, dtype: torch.dtype) -> dict:
+        """Depth ``[1,H,W]`` m, ``intrinsics`` ``[1,3,3]`` (the model's own prediction, in image
+        pixels), ``points`` ``[1,H,W,3]`` m, ``confidence`` ``[1,H,W]`` and unit ``rays`` ``[1,H,W,3]``."""
+        pads, padded, factor, size = plan["pads"], plan["padded"], plan["factor"], plan["size"]
+        x = self._to_network(image, pads, size, device, dtype)
+        s = kk = rays = None
+        if stack is not None:
+            s = self._to_network(stack[0], pads, size, device, dtype).unsqueeze(0)
+            kk = k.to(device)
+        if plan["camera"] is not None:
+            cam = plan["camera"][index:index + 1]
+            rays = camera_rays(camera_to_network(cam, pads, factor).to(device), *size)
+        o = self(x, s, kk, rays)
+        points = unpad_resize(o["points"].float(), padded, pads)
+        rays_out = unpad_resize(o["rays"].float(), padded, pads)
+        return {
+            "depth": points[:, 2],
+            "points": points.permute(0, 2, 3, 1),
+            "confidence": unpad_resize(o["confidence"].float(), padded, pads)[:, 0],
+            "intrinsics": intrinsics_from_network(o["intrinsics"].float(), pads, factor),
+            "rays": (rays_out / rays_out.norm(dim=1, keepdim=True).clamp(min=1e-5)).permute(0, 2, 3, 1),
+        }
+
+    def activation_bytes(self, plan: dict, frames: int, dtype: torch.dtype) -> int:
+        return unidepth_activation_bytes(self.config, plan["size"], frames, dtype)
 
     # ------------------------------------------------------------------ checkpoint hooks
     def adapt_checkpoint(self, state_dict: dict, raw=None) -> dict:
@@ -281,50 +214,9 @@ class UniDepthV2DSFA(nn.Module):
         return merged
 
 
-def config_from_state_dict(sd: dict) -> dict:
-    """Model config implied by a UniDepthV2 + DSFA state dict (release values where the file
-    cannot say: output taps are spread evenly over the ViT blocks)."""
-    w = sd["pixel_encoder.backbone.patch_embed.proj.weight"]
-    dim, patch = int(w.shape[0]), int(w.shape[-1])
-    depth = 1 + max(int(k.split(".")[3]) for k in sd if k.startswith("pixel_encoder.backbone.blocks."))
-    grid = int(round((sd["pixel_encoder.backbone.pos_embed"].shape[1] - 1) ** 0.5))
-    fusion = sorted({int(k.split(".")[2]) for k in sd if k.startswith("pixel_encoder.fusion_blocks.")})
-    cfg = {"embed_dim": dim, "depth": depth, "vit_heads": max(1, dim // 64), "patch_size": patch,
-           "img_size": grid * patch, "fusion_layers": fusion,
-           "output_idx": [depth * (i + 1) // 4 for i in range(4)]}
-    if depth == 24:
-        cfg["output_idx"] = list(RELEASE_CONFIG["output_idx"])
-    adapter = sd.get("pixel_decoder.input_adapter.input_adapters.0.weight")
-    if adapter is not None:
-        cfg["hidden_dim"] = hidden = int(adapter.shape[0])
-        lr = sd.get("pixel_decoder.depth_layer.to_depth_lr.weight")
-        if lr is not None:
-            # out_dim only matters when it exceeds the last level's width (hidden / 4)
-            lr_in = int(lr.shape[1])
-            cfg["out_dim"] = lr_in if lr_in != hidden // 4 else min(RELEASE_CONFIG["out_dim"], lr_in)
-        n_up = len({k.split(".")[3] for k in sd if k.startswith("pixel_decoder.depth_layer.ups.")})
-        if n_up:
-            cfg["decoder_depths"] = [
-                len({k.split(".")[5] for k in sd if k.startswith(f"pixel_decoder.depth_layer.ups.{i}.convs.")})
-                for i in range(n_up)]
-    return cfg
-
-
-def detect_unidepth(sd: dict) -> Optional[str]:
-    """Variant name for a UniDepthV2 + DSFA state dict, else None."""
-    w = sd.get("pixel_encoder.backbone.patch_embed.proj.weight")
-    if w is None or not any(k.startswith("pixel_decoder.") for k in sd):
-        return None
-    depth = 1 + max((int(k.split(".")[3]) for k in sd if k.startswith("pixel_encoder.backbone.blocks.")), default=-1)
-    return "vitl14" if (int(w.shape[0]), depth) == (1024, 24) else f"vit{int(w.shape[0])}x{depth}"
-
-
-def _build_for_checkpoint(sd: dict, variant: str, config: Optional[dict] = None, **kw) -> "UniDepthV2DSFA":
-    """Model for a file: its shapes decide the sizes; ``config`` overrides what a file cannot
-    say (head counts, output taps)."""
-    unused = sorted(k for k, v in kw.items() if v is not None and not k.startswith("plain_"))
-    if unused:  # plain_* are Depth Anything V2 options, passed for any file by the loader node
-        log.warning("unused arguments for UniDepthV2: %s", ", ".join(unused))
+def build_for_checkpoint(sd: dict, config: Optional[dict] = None) -> UniDepthV2DSFA:
+    """Model for a state dict (random weights): its shapes decide the sizes; ``config`` overrides
+    what a file cannot say (head counts, output taps, pixel budget)."""
     cfg = config_from_state_dict(sd)
     cfg.update(config or {})
     return UniDepthV2DSFA(cfg)
@@ -336,5 +228,3 @@ def build_unidepthv2_dsfa(config: Optional[dict] = None) -> UniDepthV2DSFA:
     nested JSON config."""
     return UniDepthV2DSFA(config)
 
-
-register_family("unidepthv2", detect_unidepth, _build_for_checkpoint)

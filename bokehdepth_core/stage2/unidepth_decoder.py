@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..camera import pinhole_rays
+from .dinov2 import LayerScale
 
 __all__ = ["UniDepthDecoder", "fourier_features", "ray_angles"]
 
@@ -31,15 +32,6 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj2(F.gelu(self.proj1(self.norm(x))))
-
-
-class LayerScale(nn.Module):
-    def __init__(self, dim: int, init: float):
-        super().__init__()
-        self.gamma = nn.Parameter(init * torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gamma
 
 
 class AttentionBlock(nn.Module):

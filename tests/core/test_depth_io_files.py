@@ -147,13 +147,13 @@ def test_bad_files_and_arguments(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.npy"):
         dio.load_depth(str(tmp_path / "nope.npy"))
     (tmp_path / "x.exr").write_bytes(b"v/1\x01")
-    with pytest.raises(ValueError, match="EXR.*TIFF"):
+    with pytest.raises(ValueError, match="x.exr: not a readable OpenEXR file"):
         dio.load_depth(str(tmp_path / "x.exr"))
     (tmp_path / "junk.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="junk.png"):
         dio.load_depth(str(tmp_path / "junk.png"))
     with pytest.raises(ValueError, match="format"):
-        dio.save_depth(str(tmp_path / "a.exr"), torch.ones(2, 2), "exr")
+        dio.save_depth(str(tmp_path / "a.exr"), torch.ones(2, 2), "openexr")
     with pytest.raises(ValueError, match="extension"):
         dio.save_depth(str(tmp_path / "a.bin"), torch.ones(2, 2))
     with pytest.raises(ValueError, match="index"):

@@ -1,5 +1,5 @@
 """Point clouds: unprojection against the pinhole equations, which points a depth map gives,
-binary PLY round trips."""
+GLB / PLY files read back with trimesh."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bokehdepth_core import pointcloud
+from bokehdepth_core import mesh_files, pointcloud
 from bokehdepth_core import camera as cam
 from bokehdepth_core.types import DepthMap
 
@@ -57,16 +57,18 @@ def test_point_cloud_filters_and_ply_round_trip(tmp_path):
     sub, _, _ = pointcloud.point_cloud(pts, stride=2)
     assert len(sub) <= 12
 
-    path = pointcloud.write_ply(tmp_path / "a.ply", xyz, rgb, c, comment="test cloud")
+    path = mesh_files.save_points(tmp_path / "a.ply", xyz, rgb, c)
     raw = open(path, "rb").read()
-    head = raw[: raw.index(b"end_header\n") + len(b"end_header\n")].decode("ascii")
-    assert head.startswith("ply\nformat binary_little_endian 1.0\ncomment test cloud\n")
-    assert f"element vertex {len(xyz)}\n" in head and "property uchar red" in head
-    assert len(raw) - len(head) == len(xyz) * (12 + 3 + 4)
-    back = pointcloud.read_ply(path)
-    np.testing.assert_array_equal(np.stack([back["x"], back["y"], back["z"]], 1), xyz)
-    np.testing.assert_array_equal(np.stack([back["red"], back["green"], back["blue"]], 1), rgb)
-    np.testing.assert_array_equal(back["confidence"], c)
+    head = raw[: raw.index(b"end_header\n")].decode("ascii")
+    assert "format binary_little_endian 1.0" in head and f"element vertex {len(xyz)}\n" in head
+    assert "property float confidence" in head
+    back = mesh_files.load(path)
+    np.testing.assert_array_equal(np.asarray(back.vertices, np.float32), xyz)
+    np.testing.assert_array_equal(back.colors[:, :3], rgb)
+    np.testing.assert_array_equal(mesh_files.ply_property(path, "confidence"), c)
+    glb = mesh_files.load(mesh_files.save_points(tmp_path / "a.glb", xyz, rgb))
+    np.testing.assert_array_equal(np.asarray(glb.vertices, np.float32), xyz)
+    np.testing.assert_array_equal(glb.colors[:, :3], rgb)
 
 
 def test_bad_input():
@@ -81,7 +83,9 @@ def test_bad_input():
     with pytest.raises(ValueError, match="coordinates"):
         pointcloud.point_cloud(torch.ones(4, 4, 3), coordinates="blender")
     with pytest.raises(ValueError, match="colors"):
-        pointcloud.write_ply(os.devnull, np.zeros((3, 3)), np.zeros((2, 3), np.uint8))
+        mesh_files.save_points(os.devnull + ".ply", np.zeros((3, 3)), np.zeros((2, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"\.glb or \.ply"):
+        mesh_files.save_points("cloud.obj", np.zeros((3, 3)))
 
 
 def test_points_for_prefers_camera_then_own_points_then_intrinsics():
@@ -113,9 +117,9 @@ def test_write_point_clouds(tmp_path):
     out = pointcloud.write_point_clouds(paths, dm, torch.rand(1, 12, 16, 3), stride=2,
                                         callback=lambda i, n: done.append((i, n)))
     assert out == [str(p) for p in paths] and done == [(1, 2), (2, 2)]
-    back = pointcloud.read_ply(paths[1])
+    back = mesh_files.load(paths[1])
     want = pointcloud.depth_to_points(dm.depth, k)[1, ::2, ::2].reshape(-1, 3).numpy()
-    np.testing.assert_allclose(np.stack([back["x"], back["y"], back["z"]], 1), want, rtol=1e-6)
-    assert back["confidence"].max() <= 1.0
+    np.testing.assert_allclose(np.asarray(back.vertices), want, rtol=1e-6)
+    assert mesh_files.ply_property(paths[1], "confidence").max() <= 1.0
     with pytest.raises(ValueError, match="batch"):
         pointcloud.write_point_clouds(paths, dm, torch.rand(3, 12, 16, 3))

@@ -39,8 +39,11 @@ def test_k_from_exif_node(tmp_path, monkeypatch):
     sub[T.FocalLength] = TiffImagePlugin.IFDRational(50, 1)
     sub[T.FocalLengthIn35mmFilm] = 75
     Image.new("RGB", (320, 240), (10, 200, 30)).save(tmp_path / "photo.jpg", exif=exif)
+    np = pytest.importorskip("numpy")
+    Image.fromarray(np.zeros((4, 4), np.uint16)).save(tmp_path / "depth16.png")  # a depth map, not a photo
     node = N["BokehDepthKFromExif"]
-    assert "photo.jpg" in node.INPUT_TYPES()["required"]["image"][0]
+    assert node.INPUT_TYPES()["required"]["image"][0] == ["photo.jpg"]
+    assert "K_512" in node.DESCRIPTION and "K_crop" in node.DESCRIPTION
     assert node.VALIDATE_INPUTS("photo.jpg") is True
     assert node.VALIDATE_INPUTS("missing.jpg") != True  # noqa: E712 - ComfyUI wants True or a message
     assert node.IS_CHANGED("photo.jpg")
@@ -57,11 +60,21 @@ def test_k_from_exif_node(tmp_path, monkeypatch):
 
 
 def test_k_list_node():
-    node = N["BokehDepthKList"]()
-    assert node.make("list", "10, 20, 30", 1, 2, 1)[0] == [10.0, 20.0, 30.0]
-    values, text = node.make("range", "", 5.0, 15.0, 5.0)
+    node = N["BokehDepthKList"]
+    assert list(node.INPUT_TYPES()["required"]) == ["k_list"] and "K" in node.INPUT_TYPES()["optional"]
+    assert node().make("10, 20, 30")[0] == [10.0, 20.0, 30.0]
+    values, text = node().make("0.5K, K, 2K, 50", K=20.0)  # calibration flows into the stack
+    assert values == [10.0, 20.0, 40.0, 50.0] and text == "10, 20, 40, 50"
+    with pytest.raises(ValueError, match="connect a K"):
+        node().make("K, 2K")
+    with pytest.raises(ValueError, match="k_list"):
+        node().make("")
+    with pytest.raises(ValueError, match="k_list"):
+        node().make("ten")
+
+
+def test_k_range_node():
+    values, text = N["BokehDepthKRange"]().make(5.0, 15.0, 5.0)
     assert values == [5.0, 10.0, 15.0] and text == "5, 10, 15"
-    with pytest.raises(ValueError, match="k_list"):
-        node.make("list", "", 1, 2, 1)
-    with pytest.raises(ValueError, match="k_list"):
-        node.make("list", "ten", 1, 2, 1)
+    with pytest.raises(ValueError, match="k_max"):
+        N["BokehDepthKRange"]().make(5.0, 1.0, 1.0)

@@ -21,7 +21,7 @@ def test_extension_exports_nodes():
 
 def test_calibration_nodes_present():
     names = set(EXT.NODE_DISPLAY_NAME_MAPPINGS.values())
-    assert {"Bokeh K from Lens", "Bokeh K from Photo EXIF", "Bokeh K List"} <= names
+    assert {"BokehDepth K from Lens", "BokehDepth K from Photo EXIF", "BokehDepth K List", "BokehDepth K Range"} <= names
 
 
 @pytest.mark.parametrize("name,cls", NODES, ids=[n for n, _ in NODES])

@@ -1,4 +1,4 @@
-"""Geometry nodes (Camera Intrinsics, Depth Camera & Confidence, Save Point Cloud) without ComfyUI."""
+"""Geometry nodes (cameras, Depth Camera & Confidence, Save Point Cloud / Mesh) without ComfyUI."""
 
 import os
 
@@ -14,43 +14,48 @@ N = EXT.NODE_CLASS_MAPPINGS
 DepthMap = EXT.bokehdepth_core.types.DepthMap
 cam = EXT.bokehdepth_core.camera
 pointcloud = EXT.bokehdepth_core.pointcloud
+mesh_files = EXT.bokehdepth_core.mesh_files
 
 
-def _make(mode, **kw):
-    args = dict(width=60, height=40, focal_length_35mm=36.0, focal_length_mm=50.0, sensor_width_mm=24.0, fx=77.0,
-                fy=70.0, cx=-1.0, cy=5.0)
-    args.update(kw)
-    return N["BokehDepthCameraIntrinsics"]().make(mode, **args)
+def test_camera_nodes_show_only_what_they_use():
+    req = {name: list(N[name].INPUT_TYPES()["required"]) for name in
+           ("BokehDepthCameraIntrinsics", "BokehDepthCameraFromPhoto", "BokehDepthCameraManual", "BokehDepthCameraGuess")}
+    assert req == {"BokehDepthCameraIntrinsics": ["focal_length_mm", "sensor_width_mm", "width", "height"],
+                   "BokehDepthCameraFromPhoto": ["photo"],
+                   "BokehDepthCameraManual": ["fx", "fy", "cx", "cy", "width", "height"],
+                   "BokehDepthCameraGuess": ["width", "height"]}
 
 
-@pytest.mark.parametrize("mode, expect_fx", [
-    ("35mm-equivalent focal length", 36.0 / 36.0 * 60),
-    ("focal length + sensor width", 50.0 / 24.0 * 60),
-    ("manual fx fy cx cy", 77.0),
-    ("authors' guess (fx = 0.7 W)", 42.0),
+@pytest.mark.parametrize("node, args, expect_fx", [
+    ("BokehDepthCameraIntrinsics", (36.0, 36.0, 60, 40), 36.0 / 36.0 * 60),  # 35 mm-equivalent
+    ("BokehDepthCameraIntrinsics", (50.0, 24.0, 60, 40), 50.0 / 24.0 * 60),
+    ("BokehDepthCameraManual", (77.0, 70.0, -1.0, 5.0, 60, 40), 77.0),
+    ("BokehDepthCameraGuess", (60, 40), 42.0),
 ])
-def test_camera_intrinsics_modes(mode, expect_fx):
-    k, summary = _make(mode, image=torch.rand(3, 40, 60, 3))
+def test_camera_nodes(node, args, expect_fx):
+    k, summary = N[node]().make(*args, image=torch.rand(3, 40, 60, 3))
     assert k.shape == (3, 3, 3) and float(k[2, 0, 0]) == pytest.approx(expect_fx)
     assert f"fx={expect_fx:.2f}" in summary and summary.count("#") == 3 and "FoV" in summary
-    if mode.startswith("manual"):
+    if node == "BokehDepthCameraManual":
         assert k[0].tolist() == [[77.0, 0.0, 30.0], [0.0, 70.0, 5.0], [0.0, 0.0, 1.0]]
-    with pytest.raises(ValueError, match="mode"):
-        _make("fisheye")
 
 
-def test_camera_intrinsics_from_exif(tmp_path, monkeypatch):
+def test_camera_from_photo_exif(tmp_path, monkeypatch):
     monkeypatch.setenv("BOKEHDEPTH_INPUT_DIR", str(tmp_path))
     exif = Image.Exif()
     exif_ifd = exif.get_ifd(0x8769)
     exif_ifd[0xA405] = 24  # FocalLengthIn35mmFilm
     exif_ifd[0x920A] = 6.0  # FocalLength
     Image.new("RGB", (90, 60)).save(tmp_path / "photo.jpg", exif=exif)
-    k, summary = _make("photo EXIF", width=90, height=60, photo="photo.jpg")
-    assert float(k[0, 0, 0]) == pytest.approx(24 / 36 * 90) and "photo.jpg" in summary
-    assert N["BokehDepthCameraIntrinsics"].IS_CHANGED("photo EXIF", photo="photo.jpg")
-    with pytest.raises(ValueError, match="photo"):
-        _make("photo EXIF", width=90, height=60)
+    np.save(tmp_path / "depth.npy", np.ones((2, 2), np.float32))
+    node = N["BokehDepthCameraFromPhoto"]
+    assert node.INPUT_TYPES()["required"]["photo"] == (["photo.jpg"], node.INPUT_TYPES()["required"]["photo"][1])
+    assert node.INPUT_TYPES()["required"]["photo"][1]["image_upload"] is True
+    k, summary = node().make("photo.jpg")
+    assert float(k[0, 0, 0]) == pytest.approx(24 / 36 * 90) and "photo.jpg" in summary and "90x60" in summary
+    k, summary = node().make("photo.jpg", image=torch.rand(2, 30, 45, 3))  # scaled to the connected image
+    assert k.shape == (2, 3, 3) and float(k[1, 0, 0]) == pytest.approx(24 / 36 * 45)
+    assert node.IS_CHANGED("photo.jpg") and node.VALIDATE_INPUTS("nope.jpg") is not True
 
 
 def test_depth_camera_node():
@@ -75,18 +80,37 @@ def test_save_point_cloud_node(tmp_path, monkeypatch):
     depth = DepthMap(depth=torch.full((2, 12, 16), 2.0), confidence=torch.rand(2, 12, 16), intrinsics=k)
     img = torch.rand(2, 12, 16, 3)
     node = N["BokehDepthSavePointCloud"]()
-    out = node.save(depth, img, "clouds/test", 2, 0.0, 0.0, "opencv")
-    paths = out["result"][0].split("\n")
-    assert out["ui"]["text"] == [out["result"][0]]
-    assert len(paths) == 2 and all(p.endswith(".ply") and os.path.isfile(p) for p in paths)
-    assert os.path.dirname(paths[0]) == str(tmp_path / "clouds")
-    back = pointcloud.read_ply(paths[1])
-    assert len(back["x"]) == 6 * 8
+    out = node.save(depth, img, "clouds/test", "ply", 2, 0.0, 0.0, "opencv")
+    shown = out["ui"]["text"][0].split("\n")
+    assert shown == ["clouds/test_00001_.ply", "clouds/test_00002_.ply"] and out["result"][0] == shown[0]
+    paths = [str(tmp_path / p) for p in shown]
+    back = mesh_files.load(paths[1])
+    assert len(back.vertices) == 6 * 8
     want = pointcloud.depth_to_points(depth.depth, k)[1, ::2, ::2].reshape(-1, 3).numpy()
-    np.testing.assert_allclose(np.stack([back["x"], back["y"], back["z"]], 1), want, rtol=1e-6)
-    # the model's own points (UniDepthV2) win over recomputing from the predicted camera
+    np.testing.assert_allclose(np.asarray(back.vertices), want, rtol=1e-6)
+    assert len(mesh_files.ply_property(paths[1], "confidence")) == 6 * 8
+    # the model's own points (UniDepthV2) win over recomputing from the predicted camera; GLB for Preview 3D
     depth.points = torch.ones(2, 12, 16, 3)
-    back = pointcloud.read_ply(node.save(depth, img, "clouds/own", 1, 0.0, 0.0, "opengl")["result"][0].split("\n")[0])
-    assert set(back["y"].tolist()) == {-1.0}
+    rel = node.save(depth, img, "clouds/own", "glb", 1, 0.0, 0.0, "opengl")["result"][0]
+    assert rel == "clouds/own_00001_.glb"
+    assert set(np.asarray(mesh_files.load(tmp_path / rel).vertices)[:, 1].tolist()) == {-1.0}
     with pytest.raises(ValueError, match="camera"):
-        node.save(DepthMap(depth=torch.ones(1, 4, 4)), torch.rand(1, 4, 4, 3), "x", 1, 0.0, 0.0, "opencv")
+        node.save(DepthMap(depth=torch.ones(1, 4, 4)), torch.rand(1, 4, 4, 3), "x", "ply", 1, 0.0, 0.0, "opencv")
+
+
+def test_save_mesh_node_glb_for_preview_3d(tmp_path, monkeypatch):
+    monkeypatch.setenv("BOKEHDEPTH_OUTPUT_DIR", str(tmp_path))
+    depth = torch.full((1, 12, 16), 2.0)
+    depth[0, :, 8:] = 5.0
+    dm = DepthMap(depth=depth)
+    node = N["BokehDepthSaveMesh"]
+    assert list(node.INPUT_TYPES()["optional"]) == ["camera"]
+    camera = cam.intrinsics_matrix(20.0, 20.0, 8.0, 6.0)
+    out = node().save(dm, torch.rand(1, 12, 16, 3), "m/scene", "glb", 1, 0.0, 0.0, "opengl", 0.05, 0.0, camera=camera)
+    assert out["result"][0] == "m/scene_00001_.glb" and out["ui"]["text"] == ["m/scene_00001_.glb"]
+    back = mesh_files.load(tmp_path / "m" / "scene_00001_.glb")
+    assert len(back.faces) == 2 * 11 * 15 - 2 * 11  # no wall across the depth step
+    assert np.asarray(back.visual.vertex_colors).shape == (len(back.vertices), 4)
+    with pytest.raises(ValueError, match="no triangle"):
+        node().save(DepthMap(depth=-torch.ones(1, 4, 4)), torch.rand(1, 4, 4, 3), "m/x", "glb", 1, 0.0, 0.0,
+                    "opengl", 0.05, 0.0, camera=camera)

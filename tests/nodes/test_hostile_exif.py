@@ -64,9 +64,9 @@ def test_broken_tags_never_crash_when_the_user_typed_every_value(world, tags):
     _photo(f.input / "broken.jpg", **tags)
     k, k512, kcrop, summary, estimated, image = _k_from_exif(ext, "broken.jpg", 2.0, 50.0, 50.0, 2.0)
     assert all(math.isfinite(v) and v > 0 for v in (k, k512, kcrop)) and image.shape[-1] == 3
-    camera = ext.NODE_CLASS_MAPPINGS["BokehDepthCameraIntrinsics"]()
+    camera = ext.NODE_CLASS_MAPPINGS["BokehDepthCameraFromPhoto"]()
     try:
-        cam, _ = camera.make("photo EXIF", 300, 200, 35.0, 50.0, 36.0, 1.0, 1.0, -1.0, -1.0, photo="broken.jpg")
+        cam, _ = camera.make("broken.jpg")
         assert bool(cam.isfinite().all())
     except ValueError as exc:  # no usable focal length in the tags: a clear message
         assert "focal" in str(exc)

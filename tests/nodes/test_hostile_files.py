@@ -22,8 +22,8 @@ INTERNALS = ("reshape", "buffer", "struct", "zlib", "PIL", "numpy", "tensor", "T
              "truncated image", "Errno")
 
 
-def _load(ext, name, mode="auto", channel="auto"):
-    return ext.NODE_CLASS_MAPPINGS["BokehDepthLoadDepth"]().load(name, mode, 1.0, 0.5, 20.0, channel, "full")
+def _load(ext, name, channel="auto"):
+    return ext.NODE_CLASS_MAPPINGS["BokehDepthLoadDepth"]().load(name, 1.0, channel)
 
 
 def _refused(ext, name, *words, **kw):
@@ -146,14 +146,16 @@ def test_rgb_arrays_are_one_map_not_a_batch(world):
 
 def test_bilevel_and_luminance_images(world):
     ext, f = world
+    load_depth = ext.bokehdepth_core.depth_io.load_depth
     Image.fromarray(np.eye(8, dtype=bool)).save(f.input / "bits.png")
-    dm = _load(ext, "bits.png", mode="disparity")[0]
+    assert set(_load(ext, "bits.png")[0].depth.unique().tolist()) == {0.0, 255.0}  # metric: stored units x scale
+    dm = load_depth(str(f.input / "bits.png"), "disparity", near=0.5, far=20.0)
     assert set(dm.depth.unique().tolist()) == {0.5, 20.0}
     # 8-bit RGB: the luminance channel is scaled to 0..1 before mapping (not one depth for every pixel)
     ramp = np.repeat(np.linspace(0, 255, 32).astype(np.uint8)[None, :, None], 3, axis=2).repeat(4, 0)
     ramp[..., 0] = 0
     Image.fromarray(ramp).save(f.input / "ramp.png")
-    d = _load(ext, "ramp.png", mode="depth", channel="luminance")[0].depth[0, 0]
+    d = load_depth(str(f.input / "ramp.png"), "depth", near=0.5, far=20.0, channel="luminance").depth[0, 0]
     assert torch.all(d[1:] > d[:-1]) and 0.5 <= float(d.min()) and float(d.max()) < 20.0
 
 
@@ -165,10 +167,35 @@ def test_damaged_photos_in_the_exif_nodes(world):
     (f.input / "fake.jpg").write_bytes(b"GIF89a" + b"\0" * 50)
     (f.input / "big.png").write_bytes(_png(10000, 10000))
     exif = ext.NODE_CLASS_MAPPINGS["BokehDepthKFromExif"]()
-    camera = ext.NODE_CLASS_MAPPINGS["BokehDepthCameraIntrinsics"]()
+    camera = ext.NODE_CLASS_MAPPINGS["BokehDepthCameraFromPhoto"]()
     for name in ("cut.jpg", "fake.jpg", "big.png"):
-        for fn in (lambda n: exif.calibrate(n, 2.0, 50.0, 50.0, 2.0, 0.0),
-                   lambda n: camera.make("photo EXIF", 64, 48, 35.0, 50.0, 36.0, 1.0, 1.0, -1.0, -1.0, photo=n)):
+        for fn in (lambda n: exif.calibrate(n, 2.0, 50.0, 50.0, 2.0, 0.0), camera.make):
             with pytest.raises(ValueError) as e:
                 fn(name)
             assert name in str(e.value) and not [w for w in INTERNALS if w in str(e.value)], str(e.value)
+
+
+def test_exr_declared_size_and_damage(world):
+    ext, f = world
+    dio = ext.bokehdepth_core.depth_io
+    dm = ext.bokehdepth_core.types.DepthMap(depth=torch.rand(1, 6, 8) + 1)
+    data = bytearray(Path(dio.save_depth(str(f.input / "ok.exr"), dm, "exr", sidecar=False)[0]).read_bytes())
+    at = data.find(b"dataWindow\x00box2i\x00") + len(b"dataWindow\x00box2i\x00") + 4
+    huge = data[:at] + struct.pack("<4i", 0, 0, 99999, 99999) + data[at + 16:]
+    (f.input / "huge.exr").write_bytes(bytes(huge))
+    _refused(ext, "huge.exr", "too large")
+    (f.input / "cut.exr").write_bytes(bytes(data[:300]))
+    _refused(ext, "cut.exr")
+
+
+def test_listing_survives_hostile_files(world):
+    """Load Depth's picker reads every file's header: oversized or damaged files are left out, not fatal."""
+    ext, f = world
+    (f.input / "bomb.png").write_bytes(_png(100000, 100000))
+    (f.input / "junk.npy").write_bytes(b"\x93NUMPY junk")
+    (f.input / "junk.npz").write_bytes(b"PK\x03\x04 junk")
+    (f.input / "junk.exr").write_bytes(b"v/1\x01 junk")
+    listed = ext.NODE_CLASS_MAPPINGS["BokehDepthLoadDepth"].INPUT_TYPES()["required"]["depth_file"][0]
+    assert "d.npy" in listed and not {"bomb.png", "junk.npy", "junk.npz", "junk.exr"} & set(listed)
+    photos = ext.NODE_CLASS_MAPPINGS["BokehDepthKFromExif"].INPUT_TYPES()["required"]["image"][0]
+    assert "bomb.png" not in photos

@@ -36,7 +36,7 @@ def _same_refusal(fn, existing, missing, f):
 
 
 def _load_depth(ext, name):
-    return ext.NODE_CLASS_MAPPINGS["BokehDepthLoadDepth"]().load(name, "auto", 1.0, 0.5, 20.0, "auto", "full")
+    return ext.NODE_CLASS_MAPPINGS["BokehDepthLoadDepth"]().load(name, 1.0, "auto")
 
 
 def test_load_depth_reads_only_the_input_folder(world):
@@ -62,17 +62,16 @@ def test_load_depth_reads_only_the_input_folder(world):
 def test_photo_names_stay_in_the_input_folder(world):
     ext, f = world
     exif_node = ext.NODE_CLASS_MAPPINGS["BokehDepthKFromExif"]
-    camera_node = ext.NODE_CLASS_MAPPINGS["BokehDepthCameraIntrinsics"]
+    camera_node = ext.NODE_CLASS_MAPPINGS["BokehDepthCameraFromPhoto"]
     Image.new("RGB", (16, 12)).save(f.input / "photo.jpg")
-    camera = lambda name: camera_node().make("photo EXIF", 16, 12, 35.0, 50.0, 36.0, 1.0, 1.0, -1.0, -1.0,  # noqa: E731
-                                             photo=name)
+    camera = lambda name: camera_node().make(name)  # noqa: E731
     exif = lambda name: exif_node().calibrate(name, 2.0, 50.0, 50.0, 2.0, 0.0)  # noqa: E731
     assert exif("photo.jpg")[0] > 0
     for existing, missing in _hostile_names(f, ext=".jpg"):
         _same_refusal(exif, existing, missing, f)
         _same_refusal(camera, existing, missing, f)
-        assert exif_node.VALIDATE_INPUTS(existing) is not True
-        assert camera_node.IS_CHANGED("photo EXIF", photo=existing) == existing
+        assert exif_node.VALIDATE_INPUTS(existing) is not True and camera_node.VALIDATE_INPUTS(existing) is not True
+        assert camera_node.IS_CHANGED(existing) == existing
 
 
 def test_model_names_stay_in_the_model_folders(world):
@@ -91,13 +90,13 @@ def test_model_names_stay_in_the_model_folders(world):
 
 def _save_depth(ext, prefix, b=1):
     dm = ext.bokehdepth_core.types.DepthMap(depth=torch.full((b, 4, 5), 2.0))
-    return ext.NODE_CLASS_MAPPINGS["BokehDepthSaveDepth"]().save(dm, prefix, "npy", "linear", False, False)
+    return ext.NODE_CLASS_MAPPINGS["BokehDepthSaveDepth"]().save(dm, prefix, "npy", False, False)
 
 
 def _save_cloud(ext, prefix):
     dm = ext.bokehdepth_core.types.DepthMap(depth=torch.full((1, 4, 5), 2.0), intrinsics=torch.tensor([[[4.0, 0, 2], [0, 4, 2], [0, 0, 1]]]))
-    return ext.NODE_CLASS_MAPPINGS["BokehDepthSavePointCloud"]().save(dm, torch.rand(1, 4, 5, 3), prefix, 1, 0.0,
-                                                                        0.0, "opencv")
+    return ext.NODE_CLASS_MAPPINGS["BokehDepthSavePointCloud"]().save(dm, torch.rand(1, 4, 5, 3), prefix, "ply", 1,
+                                                                        0.0, 0.0, "opencv")
 
 
 @pytest.mark.parametrize("save", [_save_depth, _save_cloud])

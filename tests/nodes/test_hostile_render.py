@@ -20,7 +20,7 @@ def test_default_widgets_blur_beyond_a_small_image(request, where):
     out, focus = ext.NODE_CLASS_MAPPINGS["BokehDepthRenderBokeh"]().render(
         image, depth, 20.0, "distance", 2.0, 2.2, 0.0, 0, 0.0, True)
     assert out.shape == (1, 8, 8, 3) and bool(torch.isfinite(out).all()) and focus == 2.0
-    stack, frames = ext.NODE_CLASS_MAPPINGS["BokehDepthBokehStackFromDepth"]().render(
+    stack, frames, _captions = ext.NODE_CLASS_MAPPINGS["BokehDepthBokehStackFromDepth"]().render(
         image, depth, [10.0, 1000.0], "distance", 2.0, 2.2, 0.0, 6, 0.0)
     assert frames.shape == (2, 8, 8, 3) and bool(torch.isfinite(frames).all())
 

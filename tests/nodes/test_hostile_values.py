@@ -43,7 +43,7 @@ def test_bad_images_are_refused_by_name(nodes):
         _refused(lambda: _render(N, bad, d), "image", word)
         _refused(lambda: N["BokehDepthBokehStackFromDepth"]().render(bad, d, [10.0], "distance", 2.0, 2.2, 0.0, 0,
                                                                      0.0), "image")
-    _refused(lambda: N["BokehDepthDepthFromImage"]().convert(nan, "disparity", 1.0, 0.5, 20.0, "luminance", "full"),
+    _refused(lambda: N["BokehDepthDepthFromImage"]().convert(nan, "disparity", 0.5, 20.0, "luminance", "full"),
              "image", "NaN")
 
 
@@ -54,9 +54,9 @@ def test_uint8_images_are_scaled_explicitly(nodes):
     out8, _ = _render(N, img8, d)
     outf, _ = _render(N, img8.float() / 255, d)
     assert torch.allclose(out8, outf)
-    depth8, _ = N["BokehDepthDepthFromImage"]().convert(img8, "disparity", 1.0, 0.5, 20.0, "luminance", "full")
-    depthf, _ = N["BokehDepthDepthFromImage"]().convert(img8.float() / 255, "disparity", 1.0, 0.5, 20.0,
-                                                        "luminance", "full")
+    depth8, _ = N["BokehDepthDepthFromImage"]().convert(img8, "disparity", 0.5, 20.0, "luminance", "full")
+    depthf, _ = N["BokehDepthDepthFromImage"]().convert(img8.float() / 255, "disparity", 0.5, 20.0, "luminance",
+                                                        "full")
     assert torch.allclose(depth8.depth, depthf.depth) and float(depth8.depth.std()) > 0
 
 
@@ -65,8 +65,8 @@ def test_bad_depth_and_numbers(nodes):
     image = torch.rand(1, 12, 16, 3)
     empty = _depth(ext, b=0)
     for node_call in (lambda d: _render(N, image, d),
-                      lambda d: N["BokehDepthDepthPreview"]().preview(d, "gray", "minmax", 1.0, 2.0, False),
-                      lambda d: N["BokehDepthSaveDepth"]().save(d, "x", "npy", "linear", False, False),
+                      lambda d: N["BokehDepthDepthPreview"]().preview(d, "gray", "minmax", False),
+                      lambda d: N["BokehDepthSaveDepth"]().save(d, "x", "npy", False, False),
                       lambda d: N["BokehDepthDepthCamera"]().split(d)):
         _refused(lambda: node_call(empty), "empty")
     _refused(lambda: _render(N, image, _depth(ext, value=math.nan)), "depth", "finite")
@@ -75,9 +75,8 @@ def test_bad_depth_and_numbers(nodes):
     _refused(lambda: _render(N, image, _depth(ext), focus=math.nan), "focus")
     _refused(lambda: N["BokehDepthKFromLens"]().calibrate(math.nan, 50.0, 50.0, 2.0, 512, 512), "f_number")
     _refused(lambda: N["BokehDepthKFromLens"]().calibrate(2.0, 50.0, math.inf, 2.0, 512, 512), "focal_35mm")
-    _refused(lambda: N["BokehDepthKList"]().make("list", "10, nan, 30", 1, 2, 1), "k_list")
-    _refused(lambda: N["BokehDepthCameraIntrinsics"]().make("manual fx fy cx cy", 16, 12, 35.0, 50.0, 36.0,
-                                                            math.nan, 1.0, -1.0, -1.0), "f")
+    _refused(lambda: N["BokehDepthKList"]().make("10, nan, 30"), "k_list")
+    _refused(lambda: N["BokehDepthCameraManual"]().make(math.nan, 1.0, -1.0, -1.0, 16, 12), "f")
 
 
 def test_no_nan_leaves_a_node(nodes, monkeypatch):
@@ -93,5 +92,4 @@ def test_no_nan_leaves_a_node(nodes, monkeypatch):
         "k": math.inf, "k_512": 1.0, "k_crop": 1.0, "summary": lambda self: ""})())
     _refused(lambda: N["BokehDepthKFromLens"]().calibrate(2.0, 50.0, 50.0, 2.0, 512, 512), "'K'")
     monkeypatch.setattr(core.camera, "intrinsics_for", lambda *a, **k: (torch.full((1, 3, 3), math.nan), "x"))
-    _refused(lambda: N["BokehDepthCameraIntrinsics"]().make("authors' guess (fx = 0.7 W)", 16, 12, 35.0, 50.0,
-                                                            36.0, 1.0, 1.0, -1.0, -1.0), "camera")
+    _refused(lambda: N["BokehDepthCameraGuess"]().make(16, 12), "camera")

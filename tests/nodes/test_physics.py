@@ -17,8 +17,9 @@ def _node(name):
 
 def test_registered_with_issue_names():
     names = set(EXT.NODE_DISPLAY_NAME_MAPPINGS.values())
-    assert {"Render Bokeh from Depth", "Bokeh Stack from Depth", "Focus Stack from Depth", "Depth from Bokeh Sweep",
-            "Depth Metrics", "Synthetic Bokeh Scene"} <= names
+    assert {"BokehDepth Render Bokeh from Depth", "BokehDepth Bokeh Stack from Depth",
+            "BokehDepth Focus Stack from Depth", "BokehDepth Depth from Bokeh Sweep", "BokehDepth Depth Metrics",
+            "BokehDepth Synthetic Bokeh Scene"} <= names
     for cls in N.values():
         if cls.__module__.endswith(".physics"):
             assert cls.CATEGORY == "BokehDepth/Physics"
@@ -39,15 +40,20 @@ def test_weight_free_graph(scene):
     assert auto == pytest.approx(float(depth.depth.median()), rel=1e-5)
 
     ks = [k, k * 2, k * 3]  # background radii up to ~12 px
-    stack, frames = _node("BokehDepthBokehStackFromDepth").render(aif, depth, ks, "distance", focus, 2.2, 0.0, 0, 0.0)
+    stack, frames, labelled = _node("BokehDepthBokehStackFromDepth").render(aif, depth, ks, "distance", focus, 2.2,
+                                                                            0.0, 0, 0.0)
     assert stack.source == "render" and stack.frames.shape == (1, 3, 96, 96, 3) and frames.shape == (3, 96, 96, 3)
+    # the labelled copy (8-bit) differs only in the caption box at the top-left corner
+    assert labelled.shape == frames.shape and torch.allclose(labelled[:, 48:], frames[:, 48:], atol=0.5 / 255 + 1e-6)
+    assert not torch.equal(labelled[:, :16, :48], frames[:, :16, :48])
     assert stack.k_list() == pytest.approx(ks) and stack.meta["focus_m"] == [pytest.approx(focus)]
 
     est, preview, report = _node("BokehDepthFromBokehSweep").estimate(stack, 0.0, "behind", 0.0, 4, 2.2)
     assert est.depth.shape == (1, 96, 96) and est.confidence is not None and preview.shape == (1, 96, 96, 3)
     assert "linearity" in report
-    text, js = _node("BokehDepthMetrics").measure(est, depth, "none", 0.5, 0.0)
+    text, js, plot = _node("BokehDepthMetrics").measure(est, depth, "none", 0.5, 0.0)
     m = json.loads(js)
+    assert plot.shape[0] == 1 and plot.shape[-1] == 3 and plot.shape[2] > plot.shape[1]
     # far background amplifies the inverse-depth error (depth = 1 / (1/S1 - delta)), hence the loose bound
     assert "abs_rel" in text and m["valid_pixels"] > 0 and m["abs_rel"] < 0.3
     with pytest.raises(ValueError, match="prior"):
@@ -57,8 +63,9 @@ def test_weight_free_graph(scene):
 def test_focus_stack_and_batches(scene):
     aif, depth, *_ = scene
     imgs = torch.cat([aif, aif.flip(2)])
-    frames, text = _node("BokehDepthFocusStackFromDepth").render(imgs, depth, 10.0, 3, 0.0, 2.2, 0.0, 0, 0.0)
-    assert frames.shape == (6, 96, 96, 3) and text.count("[") == 2
+    frames, text, labelled = _node("BokehDepthFocusStackFromDepth").render(imgs, depth, 10.0, 3, 0.0, 2.2, 0.0, 0,
+                                                                           0.0)
+    assert frames.shape == (6, 96, 96, 3) and text.count("[") == 2 and labelled.shape == frames.shape
     d = depth.depth
     assert text.splitlines()[0].startswith(f"[0] {float(d.max()):.3g} m")  # far first
 
@@ -133,7 +140,7 @@ def test_shipped_workflow_runs_end_to_end():
 
     out = _run_workflow(ROOT / "workflows" / "physics_synthetic_depth_from_bokeh.json",
                         {"BokehDepthSyntheticScene": {"size": 96}})
-    report, js = out["BokehDepthMetrics"]
+    report, js = out["BokehDepthMetrics"][:2]
     assert json.loads(js)["valid_pixels"] > 0
     assert "linearity" in out["BokehDepthFromBokehSweep"][2]
     assert out["BokehDepthRenderBokeh"][0].shape == (1, 96, 96, 3)
