@@ -9,6 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
+from support import refusal
+
 
 def _hostile_names(f, stem="secret", ext=".npy"):
     """Pairs (name of an existing file outside the folder, the same name of a missing one)."""
@@ -21,15 +23,8 @@ def _hostile_names(f, stem="secret", ext=".npy"):
     ]
 
 
-def _refusal(fn):
-    """The error text of ``fn()``, which must refuse with a ValueError."""
-    with pytest.raises(ValueError) as e:
-        fn()
-    return str(e.value)
-
-
-def _same_refusal(fn, existing, missing, f):
-    a, b = _refusal(lambda: fn(existing)), _refusal(lambda: fn(missing))
+def _samerefusal(fn, existing, missing, f):
+    a, b = refusal(lambda: fn(existing)), refusal(lambda: fn(missing))
     assert a.replace(existing, "NAME") == b.replace(missing, "NAME"), (a, b)
     assert str(f.outside) not in a.replace(existing, "")
     return a
@@ -45,7 +40,7 @@ def test_load_depth_reads_only_the_input_folder(world):
     dm, _, info = _load_depth(ext, "d.npy")
     assert float(dm.depth.mean()) == 2.0 and "d.npy" in info
     for existing, missing in _hostile_names(f) + [("link.npy", "dangling.npy")]:
-        msg = _same_refusal(lambda n: _load_depth(ext, n), existing, missing, f)
+        msg = _samerefusal(lambda n: _load_depth(ext, n), existing, missing, f)
         assert "input folder" in msg or "output folder" in msg
         assert node.VALIDATE_INPUTS(existing).replace(existing, "N") == node.VALIDATE_INPUTS(missing).replace(missing, "N")
         assert node.VALIDATE_INPUTS(existing) is not True
@@ -68,8 +63,8 @@ def test_photo_names_stay_in_the_input_folder(world):
     exif = lambda name: exif_node().calibrate(name, 2.0, 50.0, 50.0, 2.0, 0.0)  # noqa: E731
     assert exif("photo.jpg")[0] > 0
     for existing, missing in _hostile_names(f, ext=".jpg"):
-        _same_refusal(exif, existing, missing, f)
-        _same_refusal(camera, existing, missing, f)
+        _samerefusal(exif, existing, missing, f)
+        _samerefusal(camera, existing, missing, f)
         assert exif_node.VALIDATE_INPUTS(existing) is not True and camera_node.VALIDATE_INPUTS(existing) is not True
         assert camera_node.IS_CHANGED(existing) == existing
 
@@ -79,9 +74,9 @@ def test_model_names_stay_in_the_model_folders(world):
     seam = ext.nodes.comfy_seam
     assert seam.model_path("release.pth") == str(f.models / "release.pth")
     for existing, missing in _hostile_names(f, ext=".pth")[:3]:
-        _same_refusal(seam.model_path, existing, missing, f)
+        _samerefusal(seam.model_path, existing, missing, f)
         assert seam.model_change_key(existing) == existing
-        _same_refusal(lambda n: ext.NODE_CLASS_MAPPINGS["BokehDepthLoadDepthModel"]().load(n, "auto", "auto", 0.0),
+        _samerefusal(lambda n: ext.NODE_CLASS_MAPPINGS["BokehDepthLoadDepthModel"]().load(n, "auto", "auto", 0.0),
                       existing, missing, f)
     with pytest.raises(FileNotFoundError) as e:
         seam.model_path("link.pth")  # a link that leads out of every model folder is not followed
@@ -105,7 +100,7 @@ def test_saves_stay_in_the_output_folder(world, save):
     before = sorted(os.listdir(f.outside))
     for prefix in ("../../x", "../outside/x", str(f.outside / "x"), "sub/../../outside/x", "escape/x",
                    "escape/deeper/x", "", ".", "a\x00b"):
-        msg = _refusal(lambda: save(ext, prefix))
+        msg = refusal(lambda: save(ext, prefix))
         assert "output folder" in msg and str(f.outside) not in msg.replace(prefix, "")
     assert sorted(os.listdir(f.outside)) == before
     save(ext, "ok/x")

@@ -9,6 +9,8 @@ import math
 import pytest
 import torch
 
+from support import refusal
+
 
 @pytest.fixture(params=["ext", "ext_in_comfyui"])
 def nodes(request):
@@ -24,14 +26,6 @@ def _render(N, image, depth, k=20.0, focus=2.0):
     return N["BokehDepthRenderBokeh"]().render(image, depth, k, "distance", focus, 2.2, 0.0, 0, 0.0, True)
 
 
-def _refused(fn, *words):
-    with pytest.raises(ValueError) as e:
-        fn()
-    msg = str(e.value)
-    assert all(w in msg for w in words), msg
-    return msg
-
-
 def test_bad_images_are_refused_by_name(nodes):
     ext, N = nodes
     d = _depth(ext)
@@ -40,10 +34,10 @@ def test_bad_images_are_refused_by_name(nodes):
     nan[0, 3, 3, 1] = math.nan
     for bad, word in ((nan, "NaN"), (good * 255, "255"), (good.to(torch.int32), "int32"),
                       (torch.rand(0, 12, 16, 3), "empty"), (good[..., :2], "[B,H,W,3]")):
-        _refused(lambda: _render(N, bad, d), "image", word)
-        _refused(lambda: N["BokehDepthBokehStackFromDepth"]().render(bad, d, [10.0], "distance", 2.0, 2.2, 0.0, 0,
+        refusal(lambda: _render(N, bad, d), "image", word)
+        refusal(lambda: N["BokehDepthBokehStackFromDepth"]().render(bad, d, [10.0], "distance", 2.0, 2.2, 0.0, 0,
                                                                      0.0), "image")
-    _refused(lambda: N["BokehDepthDepthFromImage"]().convert(nan, "disparity", 0.5, 20.0, "luminance", "full"),
+    refusal(lambda: N["BokehDepthDepthFromImage"]().convert(nan, "disparity", 0.5, 20.0, "luminance", "full"),
              "image", "NaN")
 
 
@@ -68,15 +62,15 @@ def test_bad_depth_and_numbers(nodes):
                       lambda d: N["BokehDepthDepthPreview"]().preview(d, "gray", "minmax", False),
                       lambda d: N["BokehDepthSaveDepth"]().save(d, "x", "npy", False, False),
                       lambda d: N["BokehDepthDepthCamera"]().split(d)):
-        _refused(lambda: node_call(empty), "empty")
-    _refused(lambda: _render(N, image, _depth(ext, value=math.nan)), "depth", "finite")
+        refusal(lambda: node_call(empty), "empty")
+    refusal(lambda: _render(N, image, _depth(ext, value=math.nan)), "depth", "finite")
     for k in (math.nan, math.inf, -1.0, 0.0):
-        _refused(lambda: _render(N, image, _depth(ext), k=k), "k")
-    _refused(lambda: _render(N, image, _depth(ext), focus=math.nan), "focus")
-    _refused(lambda: N["BokehDepthKFromLens"]().calibrate(math.nan, 50.0, 50.0, 2.0, 512, 512), "f_number")
-    _refused(lambda: N["BokehDepthKFromLens"]().calibrate(2.0, 50.0, math.inf, 2.0, 512, 512), "focal_35mm")
-    _refused(lambda: N["BokehDepthKList"]().make("10, nan, 30"), "k_list")
-    _refused(lambda: N["BokehDepthCameraManual"]().make(math.nan, 1.0, -1.0, -1.0, 16, 12), "f")
+        refusal(lambda: _render(N, image, _depth(ext), k=k), "k")
+    refusal(lambda: _render(N, image, _depth(ext), focus=math.nan), "focus")
+    refusal(lambda: N["BokehDepthKFromLens"]().calibrate(math.nan, 50.0, 50.0, 2.0, 512, 512), "f_number")
+    refusal(lambda: N["BokehDepthKFromLens"]().calibrate(2.0, 50.0, math.inf, 2.0, 512, 512), "focal_35mm")
+    refusal(lambda: N["BokehDepthKList"]().make("10, nan, 30"), "k_list")
+    refusal(lambda: N["BokehDepthCameraManual"]().make(math.nan, 1.0, -1.0, -1.0, 16, 12), "f")
 
 
 def test_no_nan_leaves_a_node(nodes, monkeypatch):
@@ -87,9 +81,9 @@ def test_no_nan_leaves_a_node(nodes, monkeypatch):
     def nan_render(image, *a, **k):
         return torch.full_like(image, math.nan), torch.full((image.shape[0],), 2.0)
     monkeypatch.setattr(core.bokeh_from_depth, "render_from_depth", nan_render)
-    _refused(lambda: _render(N, torch.rand(1, 12, 16, 3), _depth(ext)), "Render Bokeh", "image", "NaN")
+    refusal(lambda: _render(N, torch.rand(1, 12, 16, 3), _depth(ext)), "Render Bokeh", "image", "NaN")
     monkeypatch.setattr(core.optics, "calibrate", lambda *a, **k: type("C", (), {
         "k": math.inf, "k_512": 1.0, "k_crop": 1.0, "summary": lambda self: ""})())
-    _refused(lambda: N["BokehDepthKFromLens"]().calibrate(2.0, 50.0, 50.0, 2.0, 512, 512), "'K'")
+    refusal(lambda: N["BokehDepthKFromLens"]().calibrate(2.0, 50.0, 50.0, 2.0, 512, 512), "'K'")
     monkeypatch.setattr(core.camera, "intrinsics_for", lambda *a, **k: (torch.full((1, 3, 3), math.nan), "x"))
-    _refused(lambda: N["BokehDepthCameraGuess"]().make(16, 12), "camera")
+    refusal(lambda: N["BokehDepthCameraGuess"]().make(16, 12), "camera")
