@@ -14,22 +14,54 @@ import torch.nn.functional as F
 
 Number = Union[int, float]
 
+PIXEL_SLACK = 0.5  # resampling overshoot that images may carry beyond 0..1 (users of them clamp)
+MAX_K_VALUES = 256  # frames of one stack
+MAX_VALUES = 1 << 28  # the largest array a file may declare: 268 M values (1 GiB as float32)
 
-def number(name: str, value, allowed: str = "> 0", *, minimum: float = 0.0, inclusive: bool = False) -> float:
-    """A finite float above ``minimum`` (or equal to it when ``inclusive``)."""
+
+def number(name: str, value, allowed: str = "> 0", *, minimum: float = 0.0, inclusive: bool = False,
+           maximum: float = math.inf) -> float:
+    """A finite float above ``minimum`` (or equal to it when ``inclusive``), at most ``maximum``."""
     try:
         v = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{name} must be a number {allowed}, got {value!r}") from None
-    if not math.isfinite(v) or v < minimum or (v == minimum and not inclusive):
+    if not math.isfinite(v) or v < minimum or (v == minimum and not inclusive) or v > maximum:
         raise ValueError(f"{name} must be a finite number {allowed}, got {value!r}")
     return v
+
+
+def integer(name: str, value, minimum: int, maximum: int) -> int:
+    """A whole number in ``minimum..maximum``."""
+    v = number(name, value, f"from {minimum} to {maximum}", minimum=-math.inf)
+    if v != int(v) or not minimum <= v <= maximum:
+        raise ValueError(f"{name} must be a whole number from {minimum} to {maximum}, got {value!r}")
+    return int(v)
+
+
+def aperture_blades(blades) -> int:
+    """0 (a round aperture) or the blade count of a polygonal one, 3..32."""
+    n = integer("blades", blades, 0, 32)
+    if n in (1, 2):
+        raise ValueError(f"blades must be 0 (round) or 3..32, got {blades}")
+    return n
+
+
+def declared_size(name: str, shape, limit: int = MAX_VALUES, unit: str = "values") -> int:
+    """The number of values a file declares (``shape``), refused before anything is read or
+    allocated when it exceeds ``limit``; ``name`` is the file."""
+    n = math.prod(int(s) for s in shape)
+    if n > limit:
+        dims = " x ".join(str(int(s)) for s in shape)
+        raise ValueError(f"{name}: declares {dims} = {n:,} {unit}, too large to load (at most {limit:,}); "
+                         "downscale or crop it, or split a batch into several files")
+    return n
 
 
 def per_item(name: str, value, batch: int, device=None, *, positive: bool = False,
              allow_negative: bool = True) -> torch.Tensor:
     """One number or one per batch item -> finite float32 ``[batch]``."""
-    t = torch.as_tensor(value, dtype=torch.float32, device=device).reshape(-1)
+    t = _numbers(name, value, device).reshape(-1)
     if t.numel() == 1:
         t = t.expand(batch)
     if t.numel() != batch:
@@ -40,7 +72,7 @@ def per_item(name: str, value, batch: int, device=None, *, positive: bool = Fals
 def per_item_rows(name: str, values, batch: int, device=None, *, positive: bool = False,
                   allow_negative: bool = True) -> torch.Tensor:
     """A list of numbers shared by the batch, or one row per batch item -> finite float32 ``[batch, N]``."""
-    t = torch.as_tensor(values, dtype=torch.float32, device=device)
+    t = _numbers(name, values, device)
     if t.ndim == 0:
         t = t.reshape(1)
     if t.ndim == 1:
@@ -49,6 +81,16 @@ def per_item_rows(name: str, values, batch: int, device=None, *, positive: bool 
         raise ValueError(f"{name} must be a list of numbers or one list per batch item ([{batch},N]), "
                          f"got shape {tuple(t.shape)}")
     return _signed(name, t.expand(batch, -1), positive, allow_negative)
+
+
+def _numbers(name: str, value, device=None) -> torch.Tensor:
+    """``value`` (a number, a list of them or a tensor) as float32, or a ValueError naming ``name``."""
+    if isinstance(value, str) or value is None:
+        raise ValueError(f"{name} must be a number or a list of numbers, got {value!r}")
+    try:
+        return torch.as_tensor(value, dtype=torch.float32, device=device)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise ValueError(f"{name} must be a number or a list of numbers, got {type(value).__name__}") from None
 
 
 def _signed(name: str, t: torch.Tensor, positive: bool, allow_negative: bool) -> torch.Tensor:
@@ -82,6 +124,8 @@ def k_values(values: Union[Number, Iterable[Number], torch.Tensor, None], name: 
         raise ValueError(f"{name} must be a list of numbers, got {values!r}") from None
     if not ks:
         raise ValueError(f"{name} is empty; give at least one K, e.g. '10, 20, 30' (a Bokeh K List node)")
+    if len(ks) > MAX_K_VALUES:
+        raise ValueError(f"{name} has {len(ks)} values; a stack takes at most {MAX_K_VALUES} (one frame each)")
     bad = [k for k in ks if not math.isfinite(k) or k <= 0]
     if bad:
         raise ValueError(f"{name} must be finite numbers > 0 (K is a blur strength in px*m), got {bad}")
@@ -108,18 +152,33 @@ def _tensor(name: str, t, layout: str) -> torch.Tensor:
     return t
 
 
+def pixels(name: str, t: torch.Tensor) -> torch.Tensor:
+    """Colour values as float32 in 0..1: uint8 is divided by 255 (said, not guessed); other integer or
+    boolean types, non-finite values and values far outside 0..1 (e.g. 0..255 floats) are refused."""
+    if t.dtype == torch.uint8:
+        return t.float().div_(255.0)
+    if not t.is_floating_point():
+        raise ValueError(f"{name} has {str(t.dtype).replace('torch.', '')} values; give float RGB in 0..1 "
+                         "(or uint8 0..255)")
+    t = t.float()
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or infinite values; clean the image (e.g. clamp to 0..1) first")
+    lo, hi = float(t.amin()), float(t.amax())
+    if lo < -PIXEL_SLACK or hi > 1 + PIXEL_SLACK:
+        raise ValueError(f"{name} values run from {lo:.4g} to {hi:.4g}, but images are 0..1 (ComfyUI's IMAGE); "
+                         + ("divide 0..255 values by 255" if hi > 2 else "clamp them to 0..1") + " first")
+    return t
+
+
 def image_batch(image, name: str = "image") -> torch.Tensor:
-    """An RGB image batch ``[B,H,W,3]`` (or one image ``[H,W,3]``), finite, as float32."""
+    """An RGB image batch ``[B,H,W,3]`` (or one image ``[H,W,3]``) as float32 in 0..1 (:func:`pixels`)."""
     layout = "[B,H,W,3] (RGB, channels last, 0..1)"
     image = _tensor(name, image, layout)
     if image.ndim == 3:
         image = image.unsqueeze(0)
     if image.ndim != 4 or image.shape[-1] != 3:
         raise ValueError(f"{name} must be {layout}, got shape {tuple(image.shape)}")
-    image = image.float()
-    if not bool(torch.isfinite(image).all()):
-        raise ValueError(f"{name} contains NaN or infinite values; clean the image (e.g. clamp to 0..1) first")
-    return image
+    return pixels(name, image)
 
 
 def depth_batch(depth, name: str = "depth") -> torch.Tensor:
@@ -135,6 +194,8 @@ def depth_batch(depth, name: str = "depth") -> torch.Tensor:
             raise ValueError(f"{name} must be a depth map [B,H,W] (a DepthMap or a tensor), "
                              f"got {type(depth).__name__}") from None
     depth = _tensor(name, depth, "[B,H,W]")
+    if depth.is_complex():
+        raise ValueError(f"{name} has complex values; give real numbers")
     if depth.ndim == 2:
         depth = depth.unsqueeze(0)
     if depth.ndim == 4 and depth.shape[-1] == 1:
@@ -189,9 +250,7 @@ def stack_frames(frames, reference, name: str = "frames", min_frames: int = 1) -
         if b != 1:
             raise ValueError(f"{name} batch {frames.shape[0]} does not match reference batch {b}")
         reference = reference.expand(frames.shape[0], -1, -1, -1)
-    if not bool(torch.isfinite(frames).all()):
-        raise ValueError(f"{name} contain NaN or inf values")
-    return reference, frames.float().to(reference.device)
+    return reference, pixels(name, frames).to(reference.device)
 
 
 def _same_size(name: str, t: torch.Tensor, size: tuple[int, int]) -> None:

@@ -13,6 +13,7 @@ import time
 import torch
 
 from . import dfb, metrics, optics, render, synthetic
+from .checks import integer
 from .depth_io import colorize
 from .depth_io.metadata import json_safe
 from .images import save_rgb
@@ -89,8 +90,7 @@ def physics_demo(out_dir: str, seed: int = 0, size: int = 256) -> dict:
 
 
 def run_demo(out_dir: str, seed: int = 0, size: int = 256) -> str:
-    if size < 32:
-        raise ValueError(f"size must be >= 32 pixels, got {size}")
+    size = integer("size", size, 32, 4096)
     os.makedirs(out_dir, exist_ok=True)
     report = {"calibration": calibration_report(size, size)}
     for row in report["calibration"]:

@@ -17,8 +17,8 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .checks import k_table, map_like, per_item, stack_frames
-from .psf import SupportBlur, radius_grid, with_support
+from .checks import aperture_blades, integer, k_table, map_like, number, per_item, stack_frames
+from .psf import SupportBlur, covering_radius, radius_grid, with_support
 from .types import BokehStack, DepthMap, ProgressFn
 
 SIDES = ("behind", "front", "prior depth")
@@ -131,11 +131,16 @@ def depth_from_bokeh_sweep(reference: torch.Tensor, frames, k_values, focus_m,
     dev = reference.device
     k = k_table(k_values, b, frames=n, device=dev)
     s1 = per_item("focus_m", focus_m, b, dev, positive=True)  # metres
+    window = integer("window", window, 1, 256)
+    gamma = number("gamma", gamma, "in (0, 10] (2.2 for photos and rendered stacks)", maximum=10.0)
+    texture_threshold = number("texture_threshold", texture_threshold)
+    residual_scale = number("residual_scale", residual_scale)
+    blades = aperture_blades(blades)
     if max_radius is None:
         max_radius = min(64.0, 0.2 * max(h, w))
-    if max_radius <= 1:
-        raise ValueError(f"max_radius must be > 1 px, got {max_radius}")
-    radii = radius_grid(float(max_radius), rel_step=0.08)
+    max_radius = number("max_radius", max_radius, "> 1 px", minimum=1.0)
+    # larger radii all blur the frame to its mean: one of them is enough
+    radii = radius_grid(min(max_radius, covering_radius(h, w, blades) * 1.1), rel_step=0.08)
     sign = _side_sign(side, s1, reference)
 
     r_hat, err = estimate_radii(reference, frames, radii, window=window, gamma=gamma, blades=blades, callback=callback)

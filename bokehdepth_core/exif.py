@@ -2,13 +2,16 @@
 
 Values a photo does not record are estimated where a route exists (sensor width from the
 focal-plane resolution, from the two focal lengths, or from a table of common bodies) and every
-estimate says where it came from; implausible tags (zero or infinite distances, non-positive
-lengths) count as missing. :func:`calibrate_from_exif` turns the result into ``K``.
+estimate says where it came from. A tag outside :data:`PLAUSIBLE` (f/1e-6, a 1e9 mm sensor, an
+infinite distance) or of the wrong type counts as missing and leaves a warning naming it; 0, which
+EXIF uses for "unknown", counts as missing silently. :func:`calibrate_from_exif` turns the result
+into ``K``, values the user gives taking precedence over tags.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
@@ -50,6 +53,7 @@ class LensInfo:
     read: list[str] = field(default_factory=list)
     estimated: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    warnings: dict[str, str] = field(default_factory=dict)  # value name -> why its tag was ignored
 
     def summary(self) -> str:
         parts = [f"{self.width}x{self.height}"]
@@ -62,27 +66,43 @@ class LensInfo:
                 parts.append(f"{name}={v:.4g}{tag}")
         if self.missing:
             parts.append("missing: " + ", ".join(self.missing))
+        parts += [f"ignored {w}" for w in self.warnings.values()]
         return "; ".join(parts)
 
 
 _UNIT_MM = {2: 25.4, 3: 10.0, 4: 1.0, 5: 0.001}  # FocalPlaneResolutionUnit: inch, cm, mm, um
 T = ExifTags.Base
-# (tag, LensInfo field, exclusive upper bound of a plausible value); 0 means "unknown" in EXIF and a
-# subject distance of 0xFFFFFFFF means infinity, so both count as missing.
-_LENS_TAGS = ((T.FNumber, "f_number", 1e3), (T.FocalLength, "focal_mm", 1e5),
-              (T.FocalLengthIn35mmFilm, "focal_35mm", 1e5), (T.SubjectDistance, "focus_m", 1e6))
+# Plausible lens values (inclusive): a tag outside its range is ignored with a warning.
+PLAUSIBLE: dict[str, tuple[float, float]] = {
+    "f_number": (0.5, 300.0), "focal_mm": (0.5, 10000.0), "focal_35mm": (4.0, 30000.0),
+    "focus_m": (0.005, 1e5), "sensor_width_mm": (1.0, 300.0),
+}
+_LENS_TAGS = ((T.FNumber, "f_number"), (T.FocalLength, "focal_mm"), (T.FocalLengthIn35mmFilm, "focal_35mm"),
+              (T.SubjectDistance, "focus_m"))
 
 
 def _ratio(v: Any) -> Optional[float]:
+    """A tag's number, or None when it is absent, not a number or not finite."""
     if v is None:
         return None
     try:
         if isinstance(v, tuple) and len(v) == 2:
             return float(v[0]) / float(v[1]) if float(v[1]) else None
         f = float(v)
-    except (TypeError, ValueError, ZeroDivisionError):
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
         return None
     return f if math.isfinite(f) else None
+
+
+def _plausible(info: "LensInfo", name: str, value: Optional[float], tag: str) -> Optional[float]:
+    """``value`` when it lies in :data:`PLAUSIBLE`; otherwise None, with a warning (0 = unknown: none)."""
+    if value is None or value == 0:
+        return None
+    lo, hi = PLAUSIBLE[name]
+    if lo <= value <= hi:
+        return value
+    info.warnings.setdefault(name, f"{tag} = {value:.4g} (implausible for {name}: expected {lo:g}..{hi:g})")
+    return None
 
 
 def _table_sensor_width(model: Optional[str]) -> Optional[float]:
@@ -107,14 +127,22 @@ def read_lens_exif(source: Union[PathLike, Image.Image]) -> LensInfo:
         with open_image(source) as img:
             return read_lens_exif(img)
     img = source
-    exif = img.getexif()
-    sub = exif.get_ifd(ExifTags.IFD.Exif) if exif else {}
-    tags = {**dict(exif), **dict(sub)}
+    damaged = False
+    with warnings.catch_warnings(record=True) as noted:  # Pillow warns about damaged EXIF blocks
+        warnings.simplefilter("always")
+        try:
+            exif = img.getexif()
+            tags = {**dict(exif), **dict(exif.get_ifd(ExifTags.IFD.Exif) if exif else {})}
+        except Exception:  # noqa: BLE001 - its parser raises many kinds for damaged blocks
+            tags, damaged = {}, True
+    damaged = damaged or bool(noted)
     orientation = tags.get(T.Orientation, 1)
     width, height = img.size
     if orientation in (5, 6, 7, 8):  # the pixels are shown rotated by 90 degrees
         width, height = height, width
     info = LensInfo(width=width, height=height)
+    if damaged:
+        info.warnings["exif_block"] = "block (damaged: only its readable tags were used)"
     make, model = (str(tags.get(t) or "").strip(" \x00") for t in (T.Make, T.Model))
     if model:
         # Models such as "ILCE-7M3" lack the maker's name that the sensor table matches on.
@@ -122,49 +150,59 @@ def read_lens_exif(source: Union[PathLike, Image.Image]) -> LensInfo:
         info.camera_model = model if model.lower().startswith(first) else f"{make} {model}"
         info.read.append("camera_model")
 
-    for tag, name, upper in _LENS_TAGS:
-        v = _ratio(tags.get(tag))
-        if v and 0 < v < upper:
+    for tag, name in _LENS_TAGS:
+        v = _plausible(info, name, _ratio(tags.get(tag)), T(tag).name)
+        if v is not None:
             setattr(info, name, v)
             info.read.append(name)
     if info.f_number is None:
         av = _ratio(tags.get(T.ApertureValue))
-        if av is not None:
-            info.f_number = 2.0 ** (av / 2.0)
+        f = _plausible(info, "f_number", None if av is None else 2.0 ** (math.copysign(min(abs(av), 64.0), av) / 2),
+                       "ApertureValue (APEX)")
+        if f is not None:
+            info.f_number = f
             info.estimated["f_number"] = "from ApertureValue (APEX)"
 
     fpx = _ratio(tags.get(T.FocalPlaneXResolution))
-    unit = tags.get(T.FocalPlaneResolutionUnit)
-    if fpx:
+    unit = _ratio(tags.get(T.FocalPlaneResolutionUnit))
+    unit = int(unit) if unit is not None and unit == int(unit) else None
+    if fpx and fpx > 0:
         info.focal_plane_x_resolution = fpx
         info.read.append("focal_plane_x_resolution")
     if unit is not None:
-        info.focal_plane_resolution_unit = int(unit)
+        info.focal_plane_resolution_unit = unit
         info.read.append("focal_plane_resolution_unit")
 
-    # Sensor width, most direct route first.
-    pixel_x = _ratio(tags.get(T.ExifImageWidth)) or float(img.size[0])
-    if fpx and fpx > 0 and int(unit or 2) in _UNIT_MM:
-        info.sensor_width_mm = pixel_x / fpx * _UNIT_MM[int(unit or 2)]
-        info.estimated["sensor_width_mm"] = "from focal-plane resolution"
-    elif info.focal_mm and info.focal_35mm:
-        info.sensor_width_mm = sensor_width(width, height, info.focal_mm, info.focal_35mm)
-        info.estimated["sensor_width_mm"] = "from focal_mm / focal_35mm"
-    else:
-        sw = _table_sensor_width(info.camera_model)
+    # Sensor width, most direct route first; an implausible result falls through to the next route.
+    pixel_x = _ratio(tags.get(T.ExifImageWidth))
+    pixel_x = pixel_x if pixel_x and pixel_x > 0 else float(img.size[0])
+    routes = []
+    if fpx and fpx > 0 and (unit or 2) in _UNIT_MM:
+        routes.append((lambda: pixel_x / fpx * _UNIT_MM[unit or 2], "from focal-plane resolution",
+                       "FocalPlaneXResolution"))
+    if info.focal_mm and info.focal_35mm:
+        routes.append((lambda: sensor_width(width, height, info.focal_mm, info.focal_35mm),
+                       "from focal_mm / focal_35mm", "FocalLength / FocalLengthIn35mmFilm"))
+    routes.append((lambda: _table_sensor_width(info.camera_model), f"from the sensor table ({info.camera_model})",
+                   "the sensor table"))
+    for width_of, how, tag in routes:
+        sw = _plausible(info, "sensor_width_mm", width_of(), tag)
         if sw is not None:
             info.sensor_width_mm = sw
-            info.estimated["sensor_width_mm"] = f"from the sensor table ({info.camera_model})"
+            info.estimated["sensor_width_mm"] = how
+            break
 
     if info.focal_35mm is None and info.focal_mm and info.sensor_width_mm:
-        info.focal_35mm = focal_35mm_from_sensor(info.focal_mm, info.sensor_width_mm, width, height)
-        info.estimated["focal_35mm"] = "from focal_mm and the sensor width"
+        f35 = _plausible(info, "focal_35mm", focal_35mm_from_sensor(info.focal_mm, info.sensor_width_mm, width, height),
+                         "focal_mm and the sensor width")
+        if f35 is not None:
+            info.focal_35mm = f35
+            info.estimated["focal_35mm"] = "from focal_mm and the sensor width"
 
     for name in ("f_number", "focal_mm", "focal_35mm", "focus_m", "sensor_width_mm"):
         if getattr(info, name) is None:
             info.missing.append(name)
     return info
-
 
 
 def read_photo(path: PathLike) -> tuple[LensInfo, torch.Tensor]:
@@ -194,6 +232,8 @@ def calibrate_from_exif(info: LensInfo, f_number: Optional[float] = None, focal_
     elif sensor_width_mm is not None and vals["focal_mm"]:
         vals["focal_35mm"] = focal_35mm_from_sensor(vals["focal_mm"], vals["sensor_width_mm"], info.width, info.height)
         estimated["focal_35mm"] = "from focal_mm and the given sensor width"
+    for name, why in info.warnings.items():  # say which tags were ignored, beside what was used instead
+        estimated[name] = f"{estimated[name]}; ignored EXIF {why}" if name in estimated else f"ignored EXIF {why}"
     hints = {
         "f_number": "set f_number (the aperture, e.g. 1.8)",
         "focal_mm": "set focal_length_mm (the lens focal length)",
@@ -202,6 +242,7 @@ def calibrate_from_exif(info: LensInfo, f_number: Optional[float] = None, focal_
     }
     for name, hint in hints.items():
         if vals[name] is None:
-            raise ValueError(f"EXIF lacks {name} and no override was given: {hint}")
+            why = f" (ignored {info.warnings[name]})" if name in info.warnings else ""
+            raise ValueError(f"EXIF lacks {name}{why} and no override was given: {hint}")
     return calibrate(vals["f_number"], vals["focal_mm"], vals["focal_35mm"], vals["focus_m"],
                      info.width, info.height, estimated)

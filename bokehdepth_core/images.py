@@ -3,30 +3,60 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Optional, Union
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from .checks import MAX_VALUES, declared_size
+
 PathLike = Union[str, os.PathLike]
 
 
+def max_pixels() -> int:
+    """Pixels an image file may declare: Pillow's decompression-bomb limit (which an application
+    may raise or lower), capped by the core's read budget."""
+    return int(min(Image.MAX_IMAGE_PIXELS or MAX_VALUES, MAX_VALUES))
+
+
 def open_image(path: PathLike) -> Image.Image:
-    """Open and decode an image file; a missing or unreadable file is a ``ValueError`` naming it."""
+    """Open and decode an image file. Its declared size is checked against :func:`max_pixels`
+    before any pixel is decoded; a missing, damaged or oversized file is a ``ValueError`` naming it."""
+    name = os.path.basename(os.fspath(path))
     if not os.path.isfile(path):
-        raise ValueError(f"image file not found: {os.fspath(path)!r}")
+        raise ValueError(f"image file not found: {name!r}")
     try:
-        img = Image.open(path)
+        with warnings.catch_warnings():  # an oversized image is refused below, a damaged EXIF block noted by .exif
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.filterwarnings("ignore", "Corrupt EXIF", UserWarning)
+            img = Image.open(path)
+    except Image.DecompressionBombError:
+        raise ValueError(f"{name}: declares more pixels than Pillow's limit of {max_pixels():,}; "
+                         "downscale it before loading") from None
+    except (OSError, ValueError, SyntaxError, EOFError):
+        raise ValueError(f"{name}: not a readable image (not a format Pillow reads, or damaged); "
+                         "re-save it as PNG, JPEG or TIFF") from None
+    try:
+        declared_size(name, (img.height, img.width), max_pixels(), "pixels")
         img.load()
-    except OSError as exc:
-        raise ValueError(f"{os.path.basename(os.fspath(path))}: not a readable image ({exc})") from exc
+    except ValueError:
+        img.close()
+        raise
+    except Exception:  # noqa: BLE001 - Pillow's decoders raise many kinds for damaged data
+        img.close()
+        raise ValueError(f"{name}: the image data is damaged or truncated; re-save or re-upload the file") from None
     return img
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
     """A PIL image as RGB ``[1,H,W,3]`` in 0..1, turned upright by its EXIF orientation."""
-    rgb = ImageOps.exif_transpose(img).convert("RGB")
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: keep the pixels as stored
+        pass
+    rgb = img.convert("RGB")
     return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)[None]
 
 

@@ -14,7 +14,7 @@ from typing import Optional, Union
 
 import torch
 
-from .checks import k_values, number
+from .checks import MAX_K_VALUES, k_values, number
 
 FULL_FRAME_DIAGONAL_MM = 43.27  # the authors' constant for a 36x24 mm diagonal
 FULL_FRAME_WIDTH_MM = 36.0
@@ -179,8 +179,8 @@ def k_range(k_min: float, k_max: float, k_step: float) -> list[float]:
     if hi < lo:
         raise ValueError(f"k_max must be >= k_min, got k_min={k_min}, k_max={k_max}")
     n = int(math.floor((hi - lo) / step + 1e-9)) + 1
-    if n > 256:
-        raise ValueError(f"k_step {k_step} gives {n} values from {lo} to {hi}: at most 256 are allowed")
+    if n > MAX_K_VALUES:
+        raise ValueError(f"k_step {k_step} gives {n} values from {lo} to {hi}: at most {MAX_K_VALUES} are allowed")
     return [round(lo + i * step, 6) for i in range(n)]
 
 

@@ -15,13 +15,15 @@ reduction loses). The same code runs on CPU and GPU; nothing leaves the input's 
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-from .checks import depth_batch, image_batch, k_table, map_like, number, per_item, per_item_rows
-from .psf import SupportBlur, radius_grid, with_support
+from .checks import (MAX_K_VALUES, aperture_blades, depth_batch, image_batch, integer, k_table, map_like, number,
+                     per_item, per_item_rows)
+from .psf import blur_once, covering_radius, radius_grid
 from .types import ProgressFn
 
 
@@ -75,42 +77,48 @@ def _layer_scale(radius: float, min_lowres_radius: float, max_scale: int) -> int
     return s
 
 
-def _blur_layer(premult: torch.Tensor, radius: float, scale: int, blades: int, rotation: float) -> torch.Tensor:
-    """Blur ``[B,4,H,W]`` (rgb*w, w) by the aperture of ``radius`` px, at 1/scale resolution.
+def _blur_layer(x: torch.Tensor, radius: float, scale: int, blades: int, rotation: float) -> torch.Tensor:
+    """Blur ``x [B,5,H,W]`` (rgb*w, w, support) by the aperture of ``radius`` px, at 1/scale
+    resolution: ``[B,4,H,W]`` (rgb*w, w). ``x`` is overwritten.
 
     Normalised by the blurred image support, so the frame border acts as "unknown" rather than
     "transparent" (a blurred layer stays opaque up to the border)."""
     if radius <= 0:
-        return premult
-    h, w = premult.shape[-2:]
-    x = with_support(premult)
-    kernel_radius = radius / scale
+        return x[:, :4]
+    h, w = x.shape[-2:]
     if scale > 1:
         ph, pw = (-h) % scale, (-w) % scale
         x = F.pad(x, (0, pw, 0, ph)) if (ph or pw) else x
         x = F.avg_pool2d(x, scale)
-    x = SupportBlur(x, kernel_radius)(kernel_radius, blades, rotation)
+    x = blur_once(x, radius / scale, blades, rotation, out=x)
     if scale > 1:
         x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)[..., :h, :w]
     return x
 
 
-def _fill_hidden(c: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _fill_hidden(c: torch.Tensor, a: torch.Tensor) -> None:
     """Complete a premultiplied accumulation (colour ``c``, coverage ``a``) to full coverage by
-    push-pull: holes take the colour of the nearest covered content, coarse to fine."""
+    push-pull, in place: holes take the colour of the nearest covered content, coarse to fine."""
     amin, amax = float(a.amin()), float(a.amax())
     if amin > 0.999 or amax <= 1e-6:
-        return c, a
+        return
+    if min(a.shape[-2:]) <= 2:
+        c.div_(a.clamp_min(1e-6))
+        a.fill_(1.0)
+        return
     pyr = [(c, a)]
     while min(pyr[-1][1].shape[-2:]) > 2:
         cc, aa = pyr[-1]
         pyr.append((F.avg_pool2d(cc, 2, ceil_mode=True), F.avg_pool2d(aa, 2, ceil_mode=True)))
     cc, aa = pyr[-1]
     fill = cc / aa.clamp_min(1e-6)
-    for cc, aa in reversed(pyr[:-1]):
+    for cc, aa in reversed(pyr[1:-1]):
         up = F.interpolate(fill, size=cc.shape[-2:], mode="bilinear", align_corners=False)
         fill = cc + (1 - aa.clamp(0, 1)) * up
-    return fill, torch.ones_like(a)
+    up = F.interpolate(fill, size=c.shape[-2:], mode="bilinear", align_corners=False)
+    del pyr, fill
+    c.addcmul_(1 - a.clamp(0, 1), up)
+    a.fill_(1.0)
 
 
 def render_bokeh(image: torch.Tensor, disparity: torch.Tensor, k, focus_disparity, *,
@@ -138,58 +146,74 @@ def render_bokeh(image: torch.Tensor, disparity: torch.Tensor, k, focus_disparit
     dev = image.device
     kk = per_item("k", k, b, dev, positive=True)
     fd = per_item("focus_disparity", focus_disparity, b, dev, allow_negative=False)
-    number("gamma", gamma, "> 0 (2.2 = sRGB-like, 1 = blur the values as they are)")
-    if blades and not (3 <= int(blades) <= 32):
-        raise ValueError(f"blades must be 0 (round) or 3..32, got {blades}")
+    gamma = number("gamma", gamma, "in (0, 10] (2.2 = sRGB-like, 1 = blur the values as they are)", maximum=10.0)
+    highlight = number("highlight", highlight, ">= 0 (0 = off)", inclusive=True)
+    highlight_threshold = number("highlight_threshold", highlight_threshold, "in 0..1", inclusive=True)
+    if highlight_threshold >= 1:
+        raise ValueError(f"highlight_threshold must be below 1, got {highlight_threshold}")
+    blades = aperture_blades(blades)
+    blade_rotation = number("blade_rotation", blade_rotation, "(degrees)", minimum=-math.inf)
+    rel_step = number("rel_step", rel_step, "in 0.01..4 (layer spacing, e.g. 0.12)", minimum=0.01, inclusive=True,
+                      maximum=4.0)
+    min_lowres_radius = number("min_lowres_radius", min_lowres_radius, "> 0 px")
+    max_scale = min(integer("max_scale", max_scale, 1, 1 << 16), max(h, w))
+    if max_radius is not None:
+        max_radius = number("max_radius", max_radius, ">= 0 px", inclusive=True)
 
     signed = kk.view(b, 1, 1) * (disparity - fd.view(b, 1, 1))  # > 0: in front of the focal plane
     if confidence is not None:
         conf = map_like(confidence, image, "confidence", allow_negative=False)
         signed = smooth_radius_field(signed, conf.clamp(0, 1), image)
-    if max_radius is not None:
-        signed = signed.clamp(-float(max_radius), float(max_radius))
+    cap = covering_radius(h, w, blades) * (1.0 + rel_step) * 1.01
+    cap = min(cap, max_radius) if max_radius is not None else cap
+    signed = signed.clamp(-cap, cap)
 
-    lin = image.clamp(0, 1) ** gamma
+    rgb = image.clamp(0, 1).pow_(gamma).permute(0, 3, 1, 2)  # linear light
     if highlight > 0:
-        lum = lin.mean(-1, keepdim=True)
-        t = ((lum - highlight_threshold) / max(1e-6, 1 - highlight_threshold)).clamp(0, 1)
-        lin = lin * (1 + float(highlight) * t * t)
-    rgb = lin.permute(0, 3, 1, 2)
+        lum = rgb.mean(1, keepdim=True)
+        t = ((lum - highlight_threshold) / max(1e-6, 1 - highlight_threshold)).clamp_(0, 1)
+        rgb = rgb * (1 + float(highlight) * t * t)
+        del lum, t
 
     rmax = float(signed.abs().max())
     grid = radius_grid(rmax, rel_step=rel_step)
     levels = [-g for g in reversed(grid[1:])] + grid  # back (far) to front (near)
-    lv = torch.tensor(levels, device=dev, dtype=signed.dtype)
-    # Linear split of every pixel between its two neighbouring levels.
     if len(levels) == 1:  # everything on the focal plane
-        return image.clamp(0, 1).clone()
-    idx = torch.searchsorted(lv, signed.contiguous(), right=True).clamp(1, len(levels) - 1)
-    lo, hi = lv[idx - 1], lv[idx]
-    t_hi = ((signed - lo) / (hi - lo)).clamp(0, 1)
-    # The farther level takes the pixel at full coverage and the nearer one goes over it with
-    # coverage t: "over" then yields (1-t)*B_lo + t*B_hi with full coverage inside a surface.
-    w_lo = (t_hi < 1 - 1e-6).to(t_hi.dtype)
-    zero = torch.zeros_like(t_hi)
+        return image.clamp(0, 1)
+    # Each pixel lies between two neighbouring levels: the farther one (index ``idx - 1``) takes it
+    # at full coverage and the nearer one (``idx``) goes over it with coverage ``t_hi``; "over" then
+    # yields (1-t)*B_lo + t*B_hi with full coverage inside a surface. Per pixel only ``idx`` (int16)
+    # and ``t_hi`` are kept; each layer's weights are derived from them when it is drawn.
+    lv = torch.tensor(levels, device=dev, dtype=signed.dtype)
+    idx = torch.searchsorted(lv, signed.contiguous(), right=True).clamp_(1, len(levels) - 1)
+    t_hi = ((signed - lv[idx - 1]) / (lv[idx] - lv[idx - 1])).clamp_(0, 1)
+    idx = idx.to(torch.int16)
+    del signed
+    full_lo = t_hi < 1 - 1e-6
+    occupied = torch.unique(torch.cat([(idx - 1)[full_lo], idx[t_hi > 0]])).tolist()
+    del full_lo
 
     acc_c = torch.zeros(b, 3, h, w, device=dev, dtype=rgb.dtype)
     acc_a = torch.zeros(b, 1, h, w, device=dev, dtype=rgb.dtype)
-    occupied = torch.unique(torch.cat([(idx - 1)[w_lo > 0], idx[t_hi > 0]])).tolist()
+    x = torch.empty(b, 5, h, w, device=dev, dtype=rgb.dtype)  # one layer: rgb*w, w, support
     total = len(occupied)
     for step, li in enumerate(occupied):
-        level = levels[li]
-        wgt = torch.where(idx - 1 == li, w_lo, zero) + torch.where(idx == li, t_hi, zero)
-        r = abs(level)
+        r = abs(levels[li])
         if fill_hidden and r >= 1.0:
-            acc_c, acc_a = _fill_hidden(acc_c, acc_a)
-        wgt = wgt.unsqueeze(1)
-        layer = torch.cat([rgb * wgt, wgt], 1)
-        layer = _blur_layer(layer, r, _layer_scale(r, min_lowres_radius, max_scale), int(blades), blade_rotation)
+            _fill_hidden(acc_c, acc_a)
+        wgt = ((idx == li + 1) & (t_hi < 1 - 1e-6)).to(t_hi.dtype).add_(torch.where(idx == li, t_hi, 0.0))
+        torch.mul(rgb, wgt.unsqueeze(1), out=x[:, :3])
+        x[:, 3] = wgt
+        x[:, 4] = 1.0
+        del wgt
+        layer = _blur_layer(x, r, _layer_scale(r, min_lowres_radius, max_scale), blades, blade_rotation)
         a = layer[:, 3:4].clamp(0, 1)
-        acc_c = acc_c * (1 - a) + layer[:, :3]
-        acc_a = acc_a * (1 - a) + a
+        acc_c.mul_(1 - a).add_(layer[:, :3])
+        acc_a.mul_(1 - a).add_(a)
+        del layer, a
         if callback is not None:
             callback(step + 1, total)
-    out = (acc_c / acc_a.clamp_min(1e-6)).clamp(0, 1) ** (1.0 / gamma)
+    out = acc_c.div_(acc_a.clamp_min(1e-6)).clamp_(0, 1).pow_(1.0 / gamma)
     return out.permute(0, 2, 3, 1).contiguous()
 
 
@@ -218,7 +242,9 @@ def _frames(image, disparity, ks: torch.Tensor, fds: torch.Tensor, callback: Pro
     n = ks.shape[1]
     frames = []
     for i in range(n):
-        frames.append(render_bokeh(image, disparity, ks[:, i], fds[:, i], **options))
+        # between layers the callback hears "frame i of n under way", so Cancel acts inside a frame
+        layers = None if callback is None else (lambda _d, _t, done=i: callback(done, n))
+        frames.append(render_bokeh(image, disparity, ks[:, i], fds[:, i], callback=layers, **options))
         if callback is not None:
             callback(i + 1, n)
     return torch.stack(frames, 1)
@@ -227,8 +253,7 @@ def _frames(image, disparity, ks: torch.Tensor, fds: torch.Tensor, callback: Pro
 def uniform_focus_disparities(disparity: torch.Tensor, n: int, margin: float = 0.0) -> torch.Tensor:
     """``n`` focus disparities per batch item spread uniformly over the scene's disparity range
     (a focus sweep uniform in disparity is uniform in blur). ``[B, n]``."""
-    if n < 1:
-        raise ValueError(f"n (frames) must be >= 1, got {n}")
+    n = integer("n (frames)", n, 1, MAX_K_VALUES)
     d = depth_batch(disparity, "disparity").flatten(1)
     lo, hi = d.amin(1), d.amax(1)
     span = hi - lo

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from . import render
+from .checks import integer
 from .images import save_rgb
 from .types import DepthMap
 
@@ -187,10 +188,8 @@ def make_scene(seed: int = 0, size: int = 256, n_k: int = 3, foreground: Optiona
     """One scene, deterministic by ``seed``. ``foreground``/``background``: optional image paths
     (an RGBA PNG and a photo) replacing the procedural layers. The strongest sampled blur gives the
     farthest background pixel a radius of about ``max_radius_frac * size`` px."""
-    if size < 16:
-        raise ValueError(f"size must be >= 16 pixels, got {size}")
-    if n_k < 1:
-        raise ValueError(f"n_k must be >= 1, got {n_k}")
+    size = integer("size", size, 16, 8192)
+    n_k = integer("n_k", n_k, 1, 256)
     gen = torch.Generator().manual_seed(int(seed))
     rnd = lambda lo, hi: float(lo + (hi - lo) * torch.rand(1, generator=gen))  # noqa: E731
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..bokehdepth_core import exif, optics
 from . import comfy_seam as seam
-from .common import K_LIST, category, image_size, image_size_inputs, photo_input
+from .common import K_LIST, category, finite, image_size, image_size_inputs, photo_input
 
 _K_OUT = ("FLOAT", "FLOAT", "FLOAT", "STRING")
 _K_NAMES = ("K", "K_512", "K_crop", "summary")
@@ -55,6 +55,7 @@ class BokehKFromLens:
     def calibrate(self, f_number, focal_length_mm, focal_length_35mm, focus_distance_m, width, height, image=None):
         _, width, height = image_size(image, width, height)
         cal = optics.calibrate(f_number, focal_length_mm, focal_length_35mm, focus_distance_m, width, height)
+        finite("Bokeh K from Lens", K=cal.k, K_512=cal.k_512, K_crop=cal.k_crop)
         return (cal.k, cal.k_512, cal.k_crop, cal.summary())
 
 
@@ -87,12 +88,15 @@ class BokehKFromExif:
         return seam.validate_input_file(image, "image file")
 
     def calibrate(self, image, f_number, focal_length_mm, focal_length_35mm, focus_distance_m, sensor_width_mm):
-        info, pixels = exif.read_photo(seam.input_path(image))
+        info, pixels = exif.read_photo(seam.input_path(image, "image"))
+        for why in info.warnings.values():
+            seam.log.warning("BokehDepth: %s: ignored EXIF %s", image, why)
         given = lambda v: float(v) if v and v > 0 else None  # noqa: E731 - 0 means "use EXIF"
         cal = exif.calibrate_from_exif(info, f_number=given(f_number), focal_mm=given(focal_length_mm),
                                        focal_35mm=given(focal_length_35mm), focus_m=given(focus_distance_m),
                                        sensor_width_mm=given(sensor_width_mm))
         est = "; ".join(f"{k}: {v}" for k, v in cal.estimated.items()) or "all values read from EXIF"
+        finite("Bokeh K from Photo EXIF", K=cal.k, K_512=cal.k_512, K_crop=cal.k_crop)
         return (cal.k, cal.k_512, cal.k_crop, cal.summary(), est, pixels.to(seam.intermediate_device()))
 
 

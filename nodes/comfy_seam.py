@@ -2,13 +2,15 @@
 
 Inside ComfyUI this uses its model management, progress bar, interrupt flag and model folders.
 Without ComfyUI (tests, plain Python) it falls back to torch's device, no-op progress and a local
-``models/bokehdepth`` folder (or ``$BOKEHDEPTH_MODELS_DIR``), so nodes run the same either way.
+``models/bokehdepth`` folder (or ``$BOKEHDEPTH_MODELS_DIR``, other model kinds beside it) and ``input``/``output``
+(or ``$BOKEHDEPTH_INPUT_DIR``/``$BOKEHDEPTH_OUTPUT_DIR``), so nodes run the same either way.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Optional
 
 import torch
@@ -129,6 +131,39 @@ class Progress:
 
 
 # --------------------------------------------------------------------------- folders
+#
+# A file name from a widget or a workflow is relative to its folder (input, output, temp or a model
+# folder) and must stay inside that folder once links are resolved. Anything else is refused with
+# one message whether or not such a file exists, so a shared workflow learns nothing about the disk.
+
+_ANNOTATIONS = (("[input]", "input"), ("[output]", "output"), ("[temp]", "temp"))
+
+
+def _relative(name) -> Optional[str]:
+    """``name`` normalised when it is a relative path that stays below its folder, else None."""
+    if not isinstance(name, str) or not name.strip() or "\x00" in name:
+        return None
+    rel = os.path.normpath(name)
+    if os.path.isabs(rel) or os.path.splitdrive(rel)[0] or rel.split(os.sep)[0] in (".", ".."):
+        return None
+    return rel
+
+
+def _within(root: str, name) -> Optional[str]:
+    """The real path of ``name`` below ``root`` when it stays inside ``root`` after links are resolved."""
+    rel = _relative(name)
+    if rel is None or not root:
+        return None
+    base = os.path.realpath(root)
+    full = os.path.realpath(os.path.join(base, rel))
+    inside = os.path.normcase(os.path.commonpath([base, full])) == os.path.normcase(base)
+    return full if inside and full != base else None
+
+
+def _refused(what: str, name, folder: str) -> str:
+    return (f"{what} {name!r} is not a name inside ComfyUI's {folder} folder: pick one from the list "
+            f"(names are relative to the {folder} folder; absolute paths, '..' and links out of it are refused)")
+
 
 def _fallback_models_dir() -> str:
     return os.environ.get("BOKEHDEPTH_MODELS_DIR", os.path.join(os.getcwd(), "models", MODEL_FOLDER))
@@ -146,7 +181,8 @@ def model_folders(folder: str = MODEL_FOLDER) -> list[str]:
             return _fp.get_folder_paths(folder)
         except KeyError:
             return []
-    return [_fallback_models_dir()] if folder == MODEL_FOLDER else []
+    own = _fallback_models_dir()  # other kinds sit beside it, as in ComfyUI's models/ folder
+    return [own if folder == MODEL_FOLDER else os.path.join(os.path.dirname(own), folder)]
 
 
 def list_models(folder: str = MODEL_FOLDER, extensions=MODEL_EXTENSIONS) -> list[str]:
@@ -175,22 +211,20 @@ def list_model_dirs(folder: str) -> list[str]:
 
 
 def model_path(name: str, folder: str = MODEL_FOLDER, where_to_get: str = "") -> str:
-    """Full path of a model file or folder; a clear error naming what was searched if absent."""
+    """Full path of a model file or folder inside one of the ``folder`` model folders; a clear error
+    naming what was searched if absent, and a refusal for names that lead out of the folders."""
+    if _relative(name) is None:
+        raise ValueError(_refused("model", name, f"'{folder}' model"))
     roots = model_folders(folder)
-    if IN_COMFY:
-        full = _fp.get_full_path(folder, name)
-        if full:
-            return full
     for root in roots:
-        full = os.path.join(root, name)
-        if os.path.exists(full):
+        full = _within(root, name)
+        if full is not None and os.path.exists(full):
             return full
-    if os.path.isabs(name) and os.path.exists(name):
-        return name
     hint = f" Get it from {where_to_get}." if where_to_get else ""
     raise FileNotFoundError(
         f"model '{name}' not found in the '{folder}' model folder (searched: {', '.join(roots) or 'no folder'})."
-        f"{hint} Put the file there or add a path for '{folder}' in extra_model_paths.yaml."
+        f"{hint} Put the file there or add a path for '{folder}' in extra_model_paths.yaml "
+        "(a link that leads out of these folders is not followed)."
     )
 
 
@@ -200,17 +234,34 @@ def input_directory() -> str:
     return os.environ.get("BOKEHDEPTH_INPUT_DIR", os.path.join(os.getcwd(), "input"))
 
 
-def input_path(name: str) -> str:
-    """Resolve an upload-widget value (``name [input]`` annotations included)."""
+def output_directory() -> str:
     if IN_COMFY:
-        return _fp.get_annotated_filepath(name)
-    return name if os.path.isabs(name) else os.path.join(input_directory(), name)
+        return _fp.get_output_directory()
+    return os.environ.get("BOKEHDEPTH_OUTPUT_DIR", os.path.join(os.getcwd(), "output"))
 
 
-def input_exists(name: str) -> bool:
-    if IN_COMFY:
-        return _fp.exists_annotated_filepath(name)
-    return os.path.exists(input_path(name))
+def _annotated(name) -> tuple[str, str, Optional[str]]:
+    """(file name, folder kind, folder) of an upload-widget value; ``x.png [output]`` names the output
+    folder, as in ComfyUI's own loaders."""
+    name = name if isinstance(name, str) else ""
+    kind = "input"
+    for tag, k in _ANNOTATIONS:
+        if name.endswith(tag):
+            name, kind = name[:-len(tag)].rstrip(), k
+    folders = {"input": input_directory, "output": output_directory,
+               "temp": lambda: _fp.get_temp_directory() if IN_COMFY else None}
+    return name, kind, folders[kind]()
+
+
+def input_path(name: str, what: str = "file") -> str:
+    """The full path of an upload-widget file (``name [input]`` annotations included), inside its folder."""
+    rel, kind, root = _annotated(name)
+    full = _within(root, rel)
+    if full is None:
+        raise ValueError(_refused(what, name, kind))
+    if not os.path.isfile(full):
+        raise FileNotFoundError(f"{what} {name!r} is not in ComfyUI's {kind} folder: upload it or copy it there")
+    return full
 
 
 def list_input_files(extensions=None) -> list[str]:
@@ -229,23 +280,27 @@ def list_input_images() -> list[str]:
     return [f for f in files if f.lower().endswith((".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"))]
 
 
-def output_directory() -> str:
-    if IN_COMFY:
-        return _fp.get_output_directory()
-    return os.environ.get("BOKEHDEPTH_OUTPUT_DIR", os.path.join(os.getcwd(), "output"))
+def _next_counter(folder: str, base: str) -> int:
+    """1 + the highest number of ``base_NNNNN_*`` files: a deleted file's number is never reused."""
+    pattern = re.compile(re.escape(base) + r"_(\d+)_", re.IGNORECASE if os.name == "nt" else 0)
+    numbers = [int(m.group(1)) for f in os.listdir(folder) if (m := pattern.match(f))]
+    return 1 + max(numbers, default=0)
 
 
 def save_path(prefix: str, width: int = 0, height: int = 0) -> tuple[str, str, int, str]:
-    """(folder, filename base, counter, subfolder) for saving like ComfyUI's SaveImage."""
+    """(folder, filename base, counter, subfolder) for saving like ComfyUI's SaveImage, inside the output folder."""
     out = output_directory()
+    if _within(out, prefix) is None:
+        raise ValueError(f"filename_prefix {prefix!r} does not stay inside ComfyUI's output folder: give a name, "
+                         "optionally with sub-folders, e.g. 'BokehDepth/depth' (absolute paths, '..' and links out "
+                         "of the folder are refused)")
     if IN_COMFY:
         folder, base, counter, subfolder, _ = _fp.get_save_image_path(prefix, out, width, height)
         return folder, base, counter, subfolder
-    subfolder, base = os.path.split(os.path.normpath(prefix))
+    subfolder, base = os.path.split(_relative(prefix))
     folder = os.path.join(out, subfolder)
     os.makedirs(folder, exist_ok=True)
-    counter = 1 + sum(1 for f in os.listdir(folder) if f.startswith(base + "_"))
-    return folder, base, counter, subfolder
+    return folder, base, _next_counter(folder, base), subfolder
 
 
 def file_hash(path: str) -> Optional[str]:
@@ -264,21 +319,28 @@ def model_choices(names: list[str], *release_names: str) -> list[str]:
 
 
 def model_change_key(name: str, folder: str = MODEL_FOLDER) -> Optional[str]:
-    """IS_CHANGED for a model file: reload when the file on disk changes."""
+    """IS_CHANGED for a model file: reload when the file on disk changes (names outside are not looked at)."""
     try:
         return file_hash(model_path(name, folder))
-    except FileNotFoundError:
+    except (ValueError, OSError):
         return name
 
 
 def input_change_key(name: str) -> Optional[str]:
-    """IS_CHANGED for an upload-widget file in the input folder."""
-    return file_hash(input_path(name))
+    """IS_CHANGED for an upload-widget file in the input folder (names outside are not looked at)."""
+    try:
+        return file_hash(input_path(name))
+    except (ValueError, OSError):
+        return name
 
 
 def validate_input_file(name: str, what: str = "file"):
-    """VALIDATE_INPUTS for an upload-widget file: True, or ComfyUI's message."""
-    return True if input_exists(name) else f"Invalid {what}: {name}"
+    """VALIDATE_INPUTS for an upload-widget file: True, or why the name is refused or missing."""
+    try:
+        input_path(name, what)
+    except (ValueError, OSError) as exc:
+        return str(exc)
+    return True
 
 
 # =========================================================================== sampling

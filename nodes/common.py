@@ -1,4 +1,8 @@
-"""Socket type names, the category root and input helpers shared by the node families."""
+"""Socket type names, the category root and input/output helpers shared by the node families."""
+
+import math
+
+import torch
 
 import os
 
@@ -29,8 +33,26 @@ def expect(value, kind: type, name: str, socket: str, hint: str = ""):
 
 
 def depth_map(value, name: str = "depth"):
-    """The DepthMap on a ``METRIC_DEPTH`` input."""
-    return expect(value, DepthMap, name, DEPTH, " (connect a depth model, Load Depth or Synthetic Bokeh Scene)")
+    """The DepthMap on a ``METRIC_DEPTH`` input (a non-empty batch)."""
+    dm = expect(value, DepthMap, name, DEPTH, " (connect a depth model, Load Depth or Synthetic Bokeh Scene)")
+    if dm.depth.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(dm.depth.shape)}): connect a depth batch with at least one map")
+    return dm
+
+
+def finite(node: str, **outputs):
+    """Check a node's outputs (tensors, numbers or lists of them) before they leave it: a NaN or inf
+    would spoil every node downstream without a word."""
+    for name, value in outputs.items():
+        if value is None:
+            continue
+        if isinstance(value, torch.Tensor):
+            ok = bool(torch.isfinite(value).all())
+        else:
+            ok = all(math.isfinite(float(v)) for v in (value if isinstance(value, (list, tuple)) else [value]))
+        if not ok:
+            raise ValueError(f"{node}: its output '{name}' came out as NaN or infinite for these inputs; look for "
+                             "extreme values among them (a depth or focus near 0, a huge K or scale)")
 
 
 def image_major(frames):

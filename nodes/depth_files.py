@@ -8,7 +8,7 @@ from ..bokehdepth_core import depth_io
 from ..bokehdepth_core.images import save_rgb
 from ..bokehdepth_core.types import DepthMap
 from . import comfy_seam as seam
-from .common import DEPTH, category, depth_map, input_files, saved_ui
+from .common import DEPTH, category, depth_map, finite, input_files, saved_ui
 
 
 def _near_far_inputs(near_tip: str, far_tip: str):
@@ -163,12 +163,13 @@ class LoadDepth:
         return seam.validate_input_file(depth_file, "depth file")
 
     def load(self, depth_file, scale, channel):
-        path = seam.input_path(depth_file)
+        path = seam.input_path(depth_file, "depth file")
         channel = (channel or "auto").strip() or "auto"
         ours = depth_io.sniff.kind(path) == depth_io.sniff.OURS
         pick = channel if channel in depth_io.IMAGE_CHANNELS else "auto"
         dm = depth_io.load_depth(path, mode="auto" if ours else "metric", scale=scale, channel=pick,
                                  exr_channel=channel)
+        finite("Load Depth", confidence=dm.confidence, intrinsics=dm.intrinsics)  # depth: NaN marks invalid pixels
         dm.meta.setdefault("source", f"file:{os.path.basename(path)}")
         dm.depth = dm.depth.to(seam.intermediate_device())
         return (dm, _preview(dm), f"{os.path.basename(path)}: {depth_io.describe(dm)}")
@@ -207,6 +208,7 @@ class DepthFromImage:
 
     def convert(self, image, mode, near_m, far_m, channel, value_range):
         depth = depth_io.image_to_depth(image, mode, near=near_m, far=far_m, channel=channel, value_range=value_range)
+        finite("Depth from Image", depth=depth)
         dm = DepthMap(depth=depth.to(seam.intermediate_device()),
                       meta={"source": f"image:{mode}", "near": near_m, "far": far_m})
         return (dm, _preview(dm))

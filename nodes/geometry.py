@@ -11,7 +11,7 @@ import torch
 from ..bokehdepth_core import camera as cam
 from ..bokehdepth_core import exif, mesh, pointcloud
 from . import comfy_seam as seam
-from .common import CAMERA, DEPTH, category, depth_map, image_size, image_size_inputs, photo_input, saved_ui
+from .common import CAMERA, DEPTH, category, depth_map, finite, image_size, image_size_inputs, photo_input, saved_ui
 
 _CAMERA_OUT = (CAMERA, "STRING")
 _CAMERA_NAMES = ("camera", "summary")
@@ -31,6 +31,7 @@ class _Camera:
     def _make(source: str, image, width, height, **values):
         b, width, height = image_size(image, width, height)
         k, note = cam.intrinsics_for(source, width, height, b, **values)
+        finite("Camera Intrinsics", camera=k)
         return (k, f"{cam.describe_intrinsics(k, width, height)} ({note})")
 
 
@@ -70,7 +71,7 @@ class CameraFromPhoto(_Camera):
         return seam.validate_input_file(photo, "photo")
 
     def make(self, photo, image=None):
-        path = seam.input_path(photo)
+        path = seam.input_path(photo, "photo")
         info = exif.read_lens_exif(path)
         return self._make("exif", image, info.width, info.height, photo=path)
 
@@ -129,6 +130,7 @@ class DepthCamera:
         k = depth.intrinsics.float()
         conf = pointcloud.unit_confidence(depth)
         h, w = depth.depth.shape[-2:]
+        finite("Depth Camera & Confidence", camera=k, confidence=conf)
         return (k, torch.ones_like(depth.depth) if conf is None else conf, cam.describe_intrinsics(k, w, h))
 
 

@@ -8,7 +8,7 @@ import json
 from ..bokehdepth_core import bokeh_from_depth, dfb, focus, labels, metrics, plots, synthetic
 from ..bokehdepth_core.types import BokehStack
 from . import comfy_seam as seam
-from .common import BOKEH_STACK, DEPTH, K_LIST, category, depth_map, expect, image_major
+from .common import BOKEH_STACK, DEPTH, K_LIST, category, depth_map, expect, finite, image_major
 
 CAT = category("Physics")
 
@@ -78,6 +78,7 @@ class BokehRenderFromDepth:
             image, depth_map(depth), float(K), focus_mode, focus_distance_m, mask=focus_mask,
             use_confidence=bool(use_confidence), device=seam.torch_device(), callback=seam.Progress(1).callback,
             **_options(gamma, highlight, aperture_blades, blade_rotation))
+        finite("Render Bokeh from Depth", image=out, focus_distance_m=used)
         return (_to_out(out), float(used[0]))
 
 
@@ -104,6 +105,7 @@ class BokehStackFromDepth:
             image.to(seam.intermediate_device()), depth_map(depth), k_list, focus_mode, focus_distance_m,
             device=seam.torch_device(), callback=seam.Progress(len(k_list)).callback,
             **_options(gamma, highlight, aperture_blades, blade_rotation))
+        finite("Bokeh Stack from Depth", frames=stack.frames)
         frames = image_major(stack.frames)
         return (stack, frames, labels.caption(frames, labels.k_captions(stack.k_values)))
 
@@ -134,6 +136,7 @@ class FocusStackFromDepth:
         out, focus_m = bokeh_from_depth.focus_stack_from_depth(
             image, depth_map(depth), float(K), int(frames), margin, device=seam.torch_device(),
             callback=seam.Progress(int(frames)).callback, **_options(gamma, highlight, aperture_blades, blade_rotation))
+        finite("Focus Stack from Depth", frames=out, focus_distances=focus_m)
         text = "\n".join(f"[{i}] " + ", ".join(f"{float(f):.3g} m" for f in row) for i, row in enumerate(focus_m))
         frames = _to_out(image_major(out))
         captions = [f"focus {float(f):.3g} m" for f in focus_m.reshape(-1)]
@@ -173,6 +176,7 @@ class DepthFromBokehSweep:
         depth, res = dfb.depth_from_stack(stack, focus_distance_m, side, prior_depth, device=seam.torch_device(),
                                           max_radius=max_radius or None, window=int(window), gamma=gamma,
                                           callback=seam.Progress(1).callback)
+        finite("Depth from Bokeh Sweep", depth=depth.depth, confidence=depth.confidence)
         depth.depth, depth.confidence = _to_out(depth.depth), _to_out(depth.confidence)
         preview = depth.confidence.unsqueeze(-1).expand(-1, -1, -1, 3).contiguous()
         return (depth, preview, dfb.linearity_report(res))

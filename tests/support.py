@@ -134,3 +134,14 @@ def dav2_vits():
 
     torch.manual_seed(0)
     return randomize_sharp(build_dav2_dsfa("vits")).eval()
+
+
+def refusal(fn, *words) -> str:
+    """The message of the ValueError that ``fn()`` must raise; it must hold each of ``words``."""
+    import pytest
+
+    with pytest.raises(ValueError) as e:
+        fn()
+    msg = str(e.value)
+    assert all(w in msg for w in words), msg
+    return msg

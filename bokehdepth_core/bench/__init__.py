@@ -19,6 +19,15 @@ def run(target: str, args):
     return importlib.import_module(f".{TARGETS[target]}", __name__).run(args)
 
 
+def device_of(args) -> torch.device:
+    """The ``--device`` of a benchmark (default cpu), or a clear error for a name torch does not know."""
+    name = getattr(args, "device", None) or "cpu"
+    try:
+        return torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"--device must be a torch device such as cpu, cuda or cuda:1, got {name!r}") from None
+
+
 def rss_mb() -> float:
     """Resident memory of this process now (MiB); NaN where /proc is missing."""
     try:

@@ -8,7 +8,7 @@ import time
 import torch
 
 from ..stage2 import build_dav2_dsfa, build_unidepthv2_dsfa
-from . import peak_memory_mb, rss_mb, sync
+from . import device_of, peak_memory_mb, rss_mb, sync
 
 MODELS = ("dav2", "unidepthv2")
 
@@ -24,7 +24,7 @@ def dav2(args) -> None:
     """ms per forward of vits at 518x518 (default) with N=0 and N=3, peak memory, ratio.
     N=0 and N=3 runs alternate so that both see the same machine load."""
     size = max(14, (args.size or 518) // 14 * 14)
-    device = torch.device(args.device)
+    device = device_of(args)
     torch.manual_seed(0)
     model = build_dav2_dsfa("vits").to(device).eval()
     x = torch.randn(1, 3, size, size, device=device)
@@ -63,7 +63,7 @@ def dav2(args) -> None:
 def unidepth(args) -> None:
     """ms per forward of the release-size model at 480x640 with N=0 and N=3 stack frames, and
     peak memory."""
-    device = torch.device(args.device)
+    device = device_of(args)
     torch.manual_seed(0)
     model = build_unidepthv2_dsfa().to(device).eval()
     h, w = (480, 640) if not args.size else (args.size * 3 // 4, args.size)

@@ -8,14 +8,14 @@ import torch
 
 from ..render import render_bokeh
 from ..synthetic import make_scene
-from . import sync
+from . import device_of, peak_memory_mb, sync
 
 
 def run(args) -> dict:
     """``size`` x ``size`` renders, focus on the subject (background blurred) and focus between
     subject and background (both blurred)."""
     size = int(getattr(args, "size", None) or 1024)
-    device = torch.device(getattr(args, "device", None) or "cpu")
+    device = device_of(args)
     repeat = max(1, int(getattr(args, "repeat", 3) or 3))
     scene = make_scene(seed=0, size=size)
     img = scene.image.to(device)
@@ -38,8 +38,10 @@ def run(args) -> dict:
         row = {"case": name, "size": size, "device": str(device), "threads": torch.get_num_threads(),
                "max_radius_px": 30.0, "seconds_best": min(walls), "seconds_mean": sum(walls) / repeat,
                "cpu_seconds_best": min(cpus), "repeat": repeat}
+        row["peak_memory"], row["peak_memory_mb"] = peak_memory_mb(device)  # process peak so far (RSS on CPU)
         results.append(row)
         print(f"render {size}x{size}, radii up to 30 px, {name}, {device} ({row['threads']} threads): "
               f"best {row['seconds_best']:.2f} s wall, mean {row['seconds_mean']:.2f} s "
-              f"(process CPU {row['cpu_seconds_best']:.2f} s) over {repeat} runs")
+              f"(process CPU {row['cpu_seconds_best']:.2f} s) over {repeat} runs; peak memory "
+              f"{row['peak_memory_mb']:.0f} MiB ({row['peak_memory']})")
     return {"target": "render", "results": results}

@@ -10,11 +10,11 @@ import torch
 
 from ..stage1 import BokehAdapter, sample_bokeh_stack
 from ..testing import tiny_image, tiny_kontext_pipeline
-from . import peak_memory_mb, sync
+from . import device_of, peak_memory_mb, sync
 
 
 def run(args) -> dict:
-    device = torch.device(getattr(args, "device", "cpu") or "cpu")
+    device = device_of(args)
     size = int(getattr(args, "size", None) or 64)
     repeat = max(1, int(getattr(args, "repeat", 3) or 3))
     ks = [5.0, 10.0, 20.0, 30.0]

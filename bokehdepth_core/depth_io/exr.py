@@ -13,6 +13,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..checks import declared_size
 from .metadata import EMBED_KEY, embedded, json_safe
 
 DEPTH_CHANNEL = "Z"
@@ -81,11 +82,18 @@ def read(path: str, channel: str = "auto") -> tuple[np.ndarray, Optional[np.ndar
 
 
 def _open(path: str):
+    """The file with its pixels, after its declared size (every part's data window times its
+    channels) was checked against the read budget from the header alone."""
     exr = _openexr()
+    name = os.path.basename(path)
     try:
+        with exr.File(path, header_only=True) as f:
+            for part in f.parts:
+                (x0, y0), (x1, y1) = part.header["dataWindow"]
+                declared_size(name, (int(y1) - int(y0) + 1, int(x1) - int(x0) + 1, len(part.header["channels"])))
         return exr.File(path, separate_channels=True)
-    except RuntimeError as exc:
-        raise ValueError(f"{os.path.basename(path)}: not a readable OpenEXR file ({exc})") from exc
+    except (RuntimeError, KeyError, TypeError):
+        raise ValueError(f"{name}: not a readable OpenEXR file (or it is damaged); re-export it") from None
 
 
 def _text(value) -> Optional[str]:

@@ -128,11 +128,13 @@ def load_depth(path: str, mode: str = "auto", scale: Optional[float] = None, nea
         if ours:
             side = {**(side or {}), **header}
             if header.get("storage") == "png16":
-                return _finish(png16.decode(arr, header, name), None, metadata.intrinsics(side),
+                return _finish(png16.decode(arr, header, name), None, metadata.intrinsics(side, name),
                                {**meta, **metadata.summary(side)})
     if ours:
         depth = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-        return _finish(depth, conf, intr if intr is not None else metadata.intrinsics(side),
+        about = (f"{os.path.basename(metadata.sidecar_path(path))} (the sidecar of {name})"
+                 if ext in (".npy", ".npz") else name)
+        return _finish(depth, conf, intr if intr is not None else metadata.intrinsics(side, about),
                        {**meta, **metadata.summary(side)})
     kind = "array" if ext in (".npy", ".npz") else "image"
     depth, mode = _to_metres(arr, kind, mode, scale, near, far, channel, normalize, name)
@@ -144,7 +146,9 @@ def _to_metres(arr: np.ndarray, kind: str, mode: str, scale, near, far, channel:
                name: str) -> tuple[torch.Tensor, str]:
     """Plain stored values -> metres by ``mode`` (``auto``: float data as metres); returns the mode used."""
     is_float = np.issubdtype(arr.dtype, np.floating)  # of the stored values, before any channel mixing
-    values = pick_channel(arr, channel, name) if kind == "image" and arr.ndim == 3 else arr
+    channels = arr.ndim == 3 if kind == "image" else arr.ndim >= 3 and arr.shape[-1] in (3, 4)
+    values = arr.astype(np.float32, copy=False)  # float32 throughout: no float64 copies of large maps
+    values = pick_channel(values, channel, name) if channels else values
     if mode == "auto" and not is_float:
         raise ValueError(
             f"{name}: a plain {arr.dtype.itemsize * 8}-bit integer depth {kind} without BokehDepth metadata; "
@@ -152,7 +156,6 @@ def _to_metres(arr: np.ndarray, kind: str, mode: str, scale, near, far, channel:
             "millimetres, 1/256 for KITTI), or mode='disparity' (bright = near, e.g. Depth Anything / MiDaS "
             "maps) or 'depth' (bright = far) with near and far in metres")
     mode = "metric" if mode == "auto" else mode
-    values = values.astype(np.float64)
     if mode == "metric":
         return values_to_depth(torch.from_numpy(values), "metric", scale=1.0 if scale is None else scale), mode
     if normalize == "minmax":
@@ -160,7 +163,7 @@ def _to_metres(arr: np.ndarray, kind: str, mode: str, scale, near, far, channel:
         lo, hi = (float(fin.min()), float(fin.max())) if fin.size else (0.0, 1.0)
         values = (values - lo) / (hi - lo if hi > lo else 1.0)
     elif not is_float:
-        values = values / float(np.iinfo(arr.dtype).max)
+        values = values / np.float32(np.iinfo(arr.dtype).max)
     return values_to_depth(torch.from_numpy(values), mode, near, far), mode
 
 
@@ -168,6 +171,13 @@ def _finish(depth: torch.Tensor, conf, intr, meta: dict) -> DepthMap:
     depth = depth.float()
     if depth.ndim == 2:
         depth = depth[None]
-    c = None if conf is None else torch.as_tensor(np.asarray(conf, dtype=np.float32)).reshape(depth.shape)
-    k = None if intr is None else torch.as_tensor(np.asarray(intr, dtype=np.float32)).reshape(-1, 3, 3)
+    name = meta.get("file", "depth file")
+    c = k = None
+    if conf is not None:
+        if np.size(conf) != depth.numel():
+            raise ValueError(f"{name}: its confidence has {np.size(conf)} values for {depth.numel()} depth pixels; "
+                             "re-save the file with Save Depth")
+        c = torch.as_tensor(np.asarray(conf, dtype=np.float32)).reshape(depth.shape)
+    if intr is not None:
+        k = torch.from_numpy(metadata.check_intrinsics(intr, name)).float()
     return DepthMap(depth=depth, confidence=c, intrinsics=k, meta=meta)

@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from ..checks import pixels
 from ..color import luma
 
 LOAD_MODES = ("auto", "metric", "disparity", "depth", "depth_inverted")
@@ -76,7 +77,7 @@ def image_to_depth(image: torch.Tensor, mode: str, near: Optional[float] = None,
         raise ValueError(f"image must be an IMAGE [B,H,W,C], got {tuple(getattr(image, 'shape', ()))}")
     if value_range not in ("full", "minmax"):
         raise ValueError(f"value_range must be 'full' or 'minmax', got {value_range!r}")
-    v = pick_channel(image.float(), channel)
+    v = pick_channel(pixels("image", image), channel)
     if value_range == "minmax":
         lo = v.amin(dim=(1, 2), keepdim=True)
         hi = v.amax(dim=(1, 2), keepdim=True)

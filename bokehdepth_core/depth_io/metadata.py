@@ -4,6 +4,7 @@ intrinsics, source) embedded in the file where the format allows and written as 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from typing import Any, Optional
@@ -13,6 +14,8 @@ import torch
 
 FORMAT_ID = "bokehdepth-depth"
 EMBED_KEY = "bokehdepth"  # PNG text chunk carrying the header (TIFF files use their ImageDescription)
+MAX_SIDECAR_BYTES = 1 << 20
+log = logging.getLogger("BokehDepth")
 
 
 def header(path: str, storage: str, depth: np.ndarray, confidence, intrinsics, source: str, unit: str) -> dict:
@@ -81,6 +84,10 @@ def read_sidecar(path: str) -> Optional[dict]:
     side = sidecar_path(path)
     if not os.path.isfile(side) or os.path.abspath(side) == os.path.abspath(path):
         return None
+    if os.path.getsize(side) > MAX_SIDECAR_BYTES:  # ours are a few kB: another program's file
+        log.warning("BokehDepth: ignoring %s (%d bytes, not a depth sidecar)", os.path.basename(side),
+                    os.path.getsize(side))
+        return None
     try:
         with open(side, encoding="utf-8") as fh:
             return embedded(fh.read())
@@ -94,7 +101,19 @@ def summary(side: dict) -> dict:
     return {k: side[k] for k in keys if k in side}
 
 
-def intrinsics(side: Optional[dict]) -> Optional[np.ndarray]:
-    """The header's pinhole intrinsics ``[3,3]`` as float64, or None."""
+def intrinsics(side: Optional[dict], name: str = "metadata") -> Optional[np.ndarray]:
+    """The header's pinhole intrinsics ``[B,3,3]`` as float64, or None; ``name`` is where they were read."""
     k = (side or {}).get("intrinsics")
-    return None if k is None else np.asarray(k, dtype=np.float64)
+    return None if k is None else check_intrinsics(k, name)
+
+
+def check_intrinsics(k, name: str) -> np.ndarray:
+    """Stored intrinsics as float64 ``[B,3,3]``: whole 3x3 matrices of finite numbers, or a ValueError naming ``name``."""
+    try:
+        arr = np.asarray(k, dtype=np.float64)
+    except (TypeError, ValueError):
+        arr = np.empty(0)
+    if arr.size == 0 or arr.size % 9 or not np.isfinite(arr).all():
+        raise ValueError(f"{name}: its intrinsics are not 3x3 matrices of finite numbers; fix or delete them "
+                         "(or re-save the depth with Save Depth)")
+    return arr.reshape(-1, 3, 3)

@@ -9,6 +9,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
+from ..images import open_image
 from .metadata import EMBED_KEY, embedded, json_safe
 
 _DESCRIPTION = 270  # TIFF ImageDescription tag
@@ -23,13 +24,15 @@ def write_tiff(path: str, d: np.ndarray, info: dict, **_) -> dict:
 
 
 def read(path: str) -> tuple[np.ndarray, str, Optional[dict]]:
-    """(pixel array, Pillow mode, our embedded header or None) of an image file."""
-    with Image.open(path) as img:
-        img.load()
+    """(pixel array, Pillow mode, our embedded header or None) of an image file (size checked
+    before decoding, :func:`..images.open_image`)."""
+    with open_image(path) as img:
         text = dict(getattr(img, "text", {}) or {})
         desc = img.tag_v2.get(_DESCRIPTION) if hasattr(img, "tag_v2") else None
         mode = img.mode
         if mode in _TO_RGB:
             img = img.convert("RGB")
+        elif mode == "1":  # bilevel: 0 / 255 like any 8-bit grey image
+            img = img.convert("L")
         arr = np.array(img)
     return arr, mode, embedded(text.get(EMBED_KEY) or desc)

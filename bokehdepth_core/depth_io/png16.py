@@ -33,13 +33,17 @@ def write(path: str, d: np.ndarray, info: dict, encoding: str = "linear", near: 
             far = near * (1 + 1e-6)
         else:
             raise ValueError(f"png16 needs 0 < near < far (metres), got near={near}, far={far}")
-    dc = np.clip(np.where(ok, d, near), near, far).astype(np.float64)
-    if encoding == "linear":
-        t = (dc - near) / (far - near)
-    else:
-        t = (1.0 / dc - 1.0 / near) / (1.0 / far - 1.0 / near)
-    # codes 1..65535 carry near..far; 0 marks invalid pixels
-    code = np.where(ok, 1 + np.rint(t * (CODE_MAX - 1)), 0).astype(np.uint16)
+
+    def encode(block: np.ndarray) -> np.ndarray:
+        valid = np.isfinite(block) & (block > 0)
+        dc = np.clip(np.where(valid, block, near), near, far).astype(np.float64)
+        if encoding == "linear":
+            t = (dc - near) / (far - near)
+        else:
+            t = (1.0 / dc - 1.0 / near) / (1.0 / far - 1.0 / near)
+        return np.where(valid, 1 + np.rint(t * (CODE_MAX - 1)), 0)  # codes 1..65535 carry near..far; 0 = invalid
+
+    code = _by_rows(d, encode, np.uint16)
     clipped = int((ok & ((d < near) | (d > far))).sum())
     extra = {"encoding": encoding, "near": near, "far": far, "code_invalid": 0, "code_near": 1,
              "code_far": CODE_MAX, "clipped_pixels": clipped,
@@ -55,16 +59,31 @@ def decode(code: np.ndarray, meta: dict, name: str) -> torch.Tensor:
     """Metres ``[H,W]`` from the codes of one of our PNGs and its header (0 m where invalid)."""
     try:
         near, far, enc = float(meta["near"]), float(meta["far"]), meta.get("encoding", "linear")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{name}: BokehDepth PNG metadata lacks near/far ({exc}); re-save it with Save Depth") from exc
+    except (KeyError, TypeError, ValueError):
+        near = far = math.nan
+        enc = "linear"
+    if not (0 < near < far < math.inf):
+        raise ValueError(f"{name}: its BokehDepth metadata lacks a valid near/far range (0 < near < far metres); "
+                         "re-save the depth with Save Depth")
     if code.ndim != 2:
         raise ValueError(f"{name}: BokehDepth PNG must be single-channel 16-bit, got shape {code.shape}")
-    c = code.astype(np.float64)
-    t = (c - 1) / (CODE_MAX - 1)
-    if enc == "linear":
-        d = near + t * (far - near)
-    elif enc == "inverse":
-        d = 1.0 / (1.0 / near + t * (1.0 / far - 1.0 / near))
-    else:
+    if enc not in PNG_ENCODINGS:
         raise ValueError(f"{name}: unknown depth encoding {enc!r} in its metadata (expected linear or inverse)")
-    return torch.from_numpy(np.where(c > 0, d, 0.0).astype(np.float32))
+
+    def to_metres(block: np.ndarray) -> np.ndarray:
+        c = block.astype(np.float64)
+        t = (c - 1) / (CODE_MAX - 1)
+        d = near + t * (far - near) if enc == "linear" else 1.0 / (1.0 / near + t * (1.0 / far - 1.0 / near))
+        return np.where(c > 0, d, 0.0)
+
+    return torch.from_numpy(_by_rows(code, to_metres, np.float32))
+
+
+def _by_rows(values: np.ndarray, fn, dtype) -> np.ndarray:
+    """``fn`` applied to blocks of about a million pixels: float64 arithmetic (16-bit codes need it
+    for exact round trips) without a float64 copy of the whole map."""
+    out = np.empty(values.shape, dtype)
+    step = max(1, (1 << 20) // max(1, values.shape[-1]))
+    for y in range(0, values.shape[0], step):
+        out[y:y + step] = fn(values[y:y + step])
+    return out

@@ -4,6 +4,7 @@ integer depth from elsewhere, a photo, or neither. Pickers list only what their 
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 
 import numpy as np
@@ -32,7 +33,8 @@ def kind(path: str) -> str:
         if ext == ".exr":
             return _exr_kind(path)
         return _image_kind(path)
-    except (OSError, ValueError, IndexError, StopIteration, KeyError, zipfile.BadZipFile, SyntaxError):
+    except (OSError, ValueError, IndexError, StopIteration, KeyError, zipfile.BadZipFile, SyntaxError,
+            Image.DecompressionBombError):  # an oversized image: the reader refuses it with a clear message
         return OTHER
 
 
@@ -75,7 +77,10 @@ def _exr_kind(path: str) -> str:
 
 
 def _image_kind(path: str) -> str:
-    with Image.open(path) as img:  # reads the header only
+    with warnings.catch_warnings():  # oversized images are refused when read, not while listing
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(path)  # reads the header only
+    with img:
         text = dict(getattr(img, "text", {}) or {})
         desc = img.tag_v2.get(_TIFF_DESCRIPTION) if hasattr(img, "tag_v2") else None
         mode = img.mode

@@ -97,7 +97,7 @@ def files(tmp_path_factory):
 @pytest.mark.slow
 def test_diffusers_nodes_image_to_stack(files, monkeypatch):
     monkeypatch.setenv("BOKEHDEPTH_MODELS_DIR", str(files / "bokehdepth"))
-    (pipe,) = NODES["BokehDepthLoadKontext"]().load(str(files / "diffusers" / "tiny-kontext"), "none", "fp32", "none")
+    (pipe,) = NODES["BokehDepthLoadKontext"]().load("tiny-kontext", "none", "fp32", "none")
     assert "tiny_bokeh.bin" in NODES["BokehDepthLoadBokehAdapter"].INPUT_TYPES()["required"]["adapter_file"][0]
     (adapter,) = NODES["BokehDepthLoadBokehAdapter"]().load("tiny_bokeh.bin")
     sampler = NODES["BokehDepthSampleBokehStackDiffusers"]()

@@ -1,0 +1,89 @@
+"""Non-finite, mis-typed and empty values into the physics, calibration, depth-file and geometry
+nodes (the copy inside the real ComfyUI and the plain one): refused by name, converted explicitly
+(uint8 images), and no NaN or inf ever leaves a node."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from support import refusal
+
+
+@pytest.fixture(params=["ext", "ext_in_comfyui"])
+def nodes(request):
+    ext = request.getfixturevalue(request.param)
+    return ext, ext.NODE_CLASS_MAPPINGS
+
+
+def _depth(ext, b=1, h=12, w=16, value=3.0):
+    return ext.bokehdepth_core.types.DepthMap(depth=torch.full((b, h, w), value))
+
+
+def _render(N, image, depth, k=20.0, focus=2.0):
+    return N["BokehDepthRenderBokeh"]().render(image, depth, k, "distance", focus, 2.2, 0.0, 0, 0.0, True)
+
+
+def test_bad_images_are_refused_by_name(nodes):
+    ext, N = nodes
+    d = _depth(ext)
+    good = torch.rand(1, 12, 16, 3)
+    nan = good.clone()
+    nan[0, 3, 3, 1] = math.nan
+    for bad, word in ((nan, "NaN"), (good * 255, "255"), (good.to(torch.int32), "int32"),
+                      (torch.rand(0, 12, 16, 3), "empty"), (good[..., :2], "[B,H,W,3]")):
+        refusal(lambda: _render(N, bad, d), "image", word)
+        refusal(lambda: N["BokehDepthBokehStackFromDepth"]().render(bad, d, [10.0], "distance", 2.0, 2.2, 0.0, 0,
+                                                                     0.0), "image")
+    refusal(lambda: N["BokehDepthDepthFromImage"]().convert(nan, "disparity", 0.5, 20.0, "luminance", "full"),
+             "image", "NaN")
+
+
+def test_uint8_images_are_scaled_explicitly(nodes):
+    ext, N = nodes
+    d = _depth(ext)
+    img8 = (torch.rand(1, 12, 16, 3) * 255).round().to(torch.uint8)
+    out8, _ = _render(N, img8, d)
+    outf, _ = _render(N, img8.float() / 255, d)
+    assert torch.allclose(out8, outf)
+    depth8, _ = N["BokehDepthDepthFromImage"]().convert(img8, "disparity", 0.5, 20.0, "luminance", "full")
+    depthf, _ = N["BokehDepthDepthFromImage"]().convert(img8.float() / 255, "disparity", 0.5, 20.0, "luminance",
+                                                        "full")
+    assert torch.allclose(depth8.depth, depthf.depth) and float(depth8.depth.std()) > 0
+
+
+def test_bad_depth_and_numbers(nodes):
+    ext, N = nodes
+    image = torch.rand(1, 12, 16, 3)
+    empty = _depth(ext, b=0)
+    for node_call in (lambda d: _render(N, image, d),
+                      lambda d: N["BokehDepthDepthPreview"]().preview(d, "gray", "minmax", False),
+                      lambda d: N["BokehDepthSaveDepth"]().save(d, "x", "npy", False, False),
+                      lambda d: N["BokehDepthDepthCamera"]().split(d)):
+        refusal(lambda: node_call(empty), "empty")
+    refusal(lambda: _render(N, image, _depth(ext, value=math.nan)), "depth", "finite")
+    for k in (math.nan, math.inf, -1.0, 0.0):
+        refusal(lambda: _render(N, image, _depth(ext), k=k), "k")
+    refusal(lambda: _render(N, image, _depth(ext), focus=math.nan), "focus")
+    refusal(lambda: N["BokehDepthKFromLens"]().calibrate(math.nan, 50.0, 50.0, 2.0, 512, 512), "f_number")
+    refusal(lambda: N["BokehDepthKFromLens"]().calibrate(2.0, 50.0, math.inf, 2.0, 512, 512), "focal_35mm")
+    refusal(lambda: N["BokehDepthKList"]().make("10, nan, 30"), "k_list")
+    refusal(lambda: N["BokehDepthCameraManual"]().make(math.nan, 1.0, -1.0, -1.0, 16, 12), "f")
+
+
+def test_no_nan_leaves_a_node(nodes, monkeypatch):
+    """A core result that came out non-finite is stopped at the node with a message naming the output."""
+    ext, N = nodes
+    core = ext.bokehdepth_core
+
+    def nan_render(image, *a, **k):
+        return torch.full_like(image, math.nan), torch.full((image.shape[0],), 2.0)
+    monkeypatch.setattr(core.bokeh_from_depth, "render_from_depth", nan_render)
+    refusal(lambda: _render(N, torch.rand(1, 12, 16, 3), _depth(ext)), "Render Bokeh", "image", "NaN")
+    monkeypatch.setattr(core.optics, "calibrate", lambda *a, **k: type("C", (), {
+        "k": math.inf, "k_512": 1.0, "k_crop": 1.0, "summary": lambda self: ""})())
+    refusal(lambda: N["BokehDepthKFromLens"]().calibrate(2.0, 50.0, 50.0, 2.0, 512, 512), "'K'")
+    monkeypatch.setattr(core.camera, "intrinsics_for", lambda *a, **k: (torch.full((1, 3, 3), math.nan), "x"))
+    refusal(lambda: N["BokehDepthCameraGuess"]().make(16, 12), "camera")
