@@ -213,18 +213,20 @@ def list_model_dirs(folder: str) -> list[str]:
 def model_path(name: str, folder: str = MODEL_FOLDER, where_to_get: str = "") -> str:
     """Full path of a model file or folder inside one of the ``folder`` model folders; a clear error
     naming what was searched if absent, and a refusal for names that lead out of the folders."""
-    if _relative(name) is None:
+    rel = _relative(name)
+    if rel is None:
         raise ValueError(_refused("model", name, f"'{folder}' model"))
     roots = model_folders(folder)
     for root in roots:
-        full = _within(root, name)
-        if full is not None and os.path.exists(full):
+        # The name is confined to the folder; links placed in a model folder are followed, as
+        # ComfyUI's own loaders do, since users share model files across installs that way.
+        full = os.path.join(root, rel)
+        if os.path.exists(full):
             return full
     hint = f" Get it from {where_to_get}." if where_to_get else ""
     raise FileNotFoundError(
         f"model '{name}' not found in the '{folder}' model folder (searched: {', '.join(roots) or 'no folder'})."
-        f"{hint} Put the file there or add a path for '{folder}' in extra_model_paths.yaml "
-        "(a link that leads out of these folders is not followed)."
+        f"{hint} Put the file there or add a path for '{folder}' in extra_model_paths.yaml."
     )
 
 

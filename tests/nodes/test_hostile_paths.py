@@ -78,8 +78,10 @@ def test_model_names_stay_in_the_model_folders(world):
         assert seam.model_change_key(existing) == existing
         _samerefusal(lambda n: ext.NODE_CLASS_MAPPINGS["BokehDepthLoadDepthModel"]().load(n, "auto", "auto", 0.0),
                       existing, missing, f)
+    # a link placed in a model folder is followed (ComfyUI's loaders do; users share model files so)
+    assert seam.model_path("link.pth") == str(f.models / "link.pth")
     with pytest.raises(FileNotFoundError) as e:
-        seam.model_path("link.pth")  # a link that leads out of every model folder is not followed
+        seam.model_path("absent.pth")
     assert "extra_model_paths.yaml" in str(e.value) and str(f.outside) not in str(e.value)
 
 
