@@ -25,6 +25,17 @@ def test_registered_with_issue_names():
             assert cls.CATEGORY == "BokehDepth/Physics"
 
 
+@pytest.mark.parametrize("node_id", ["BokehDepthRenderBokeh", "BokehDepthBokehStackFromDepth"])
+def test_focus_widgets_follow_the_mode(node_id):
+    """A fixed-distance node shows the distance and no mode; its Auto Focus twin the reverse."""
+    fixed, auto = N[node_id].INPUT_TYPES(), N[node_id + "AutoFocus"].INPUT_TYPES()
+    assert "focus_distance_m" in fixed["required"] and "focus_mode" not in fixed["required"]
+    assert "focus_mask" not in fixed.get("optional", {})
+    assert "focus_distance_m" not in auto["required"] and "focus_mask" in auto["optional"]
+    assert "distance" not in auto["required"]["focus_mode"][0] and len(auto["required"]["focus_mode"][0]) == 2
+    assert N[node_id + "AutoFocus"].RETURN_TYPES == N[node_id].RETURN_TYPES
+
+
 @pytest.fixture(scope="module")
 def scene():
     return _node("BokehDepthSyntheticScene").make(seed=1, size=96, num_k=3)
@@ -34,19 +45,24 @@ def test_weight_free_graph(scene):
     aif, depth, bokeh, k_list, k, focus, settings = scene
     assert aif.shape == bokeh.shape == (1, 96, 96, 3) and depth.depth.shape == (1, 96, 96)
     assert len(k_list) == 3 and k == k_list[-1] and json.loads(settings)["seed"] == 1
-    rendered, used = _node("BokehDepthRenderBokeh").render(aif, depth, k, "distance", focus, 2.2, 0.0, 0, 0.0, True)
+    rendered, used = _node("BokehDepthRenderBokeh").render(aif, depth, k, focus, 2.2, 0.0, 0, 0.0, True)
     assert torch.allclose(rendered, bokeh, atol=1e-5) and used == pytest.approx(focus)
-    _, auto = _node("BokehDepthRenderBokeh").render(aif, depth, k, "auto (median)", 1.0, 2.2, 0.0, 6, 10.0, True)
+    auto_render = _node("BokehDepthRenderBokehAutoFocus")
+    _, auto = auto_render.render(aif, depth, k, "auto (median)", 2.2, 0.0, 6, 10.0, True)
     assert auto == pytest.approx(float(depth.depth.median()), rel=1e-5)
+    subject = (depth.depth < focus * 1.5).float()  # the foreground
+    _, masked = auto_render.render(aif, depth, k, "auto (median)", 2.2, 0.0, 0, 0.0, True, focus_mask=subject)
+    assert masked == pytest.approx(float(depth.depth[subject > 0].median()), rel=1e-5) and masked < auto
 
     ks = [k, k * 2, k * 3]  # background radii up to ~12 px
-    stack, frames, labelled = _node("BokehDepthBokehStackFromDepth").render(aif, depth, ks, "distance", focus, 2.2,
-                                                                            0.0, 0, 0.0)
+    stack, frames, labelled = _node("BokehDepthBokehStackFromDepth").render(aif, depth, ks, focus, 2.2, 0.0, 0, 0.0)
     assert stack.source == "render" and stack.frames.shape == (1, 3, 96, 96, 3) and frames.shape == (3, 96, 96, 3)
     # the labelled copy (8-bit) differs only in the caption box at the top-left corner
     assert labelled.shape == frames.shape and torch.allclose(labelled[:, 48:], frames[:, 48:], atol=0.5 / 255 + 1e-6)
     assert not torch.equal(labelled[:, :16, :48], frames[:, :16, :48])
     assert stack.k_list() == pytest.approx(ks) and stack.meta["focus_m"] == [pytest.approx(focus)]
+    auto_stack = _node("BokehDepthBokehStackFromDepthAutoFocus").render(aif, depth, ks, "auto (edges)", 2.2, 0.0, 0, 0.0)[0]
+    assert auto_stack.meta["focus_m"][0] != pytest.approx(focus) and auto_stack.frames.shape == stack.frames.shape
 
     est, preview, report = _node("BokehDepthFromBokehSweep").estimate(stack, 0.0, "behind", 0.0, 4, 2.2)
     assert est.depth.shape == (1, 96, 96) and est.confidence is not None and preview.shape == (1, 96, 96, 3)
@@ -75,11 +91,11 @@ def test_bad_inputs(scene):
     DepthMap = EXT.bokehdepth_core.types.DepthMap
     bad = DepthMap(depth=torch.zeros(1, 96, 96))
     with pytest.raises(ValueError, match="depth must be > 0"):
-        _node("BokehDepthRenderBokeh").render(aif, bad, k, "distance", focus, 2.2, 0.0, 0, 0.0, True)
+        _node("BokehDepthRenderBokeh").render(aif, bad, k, focus, 2.2, 0.0, 0, 0.0, True)
     with pytest.raises(ValueError, match="k_list"):
-        _node("BokehDepthBokehStackFromDepth").render(aif, depth, [], "distance", focus, 2.2, 0.0, 0, 0.0)
+        _node("BokehDepthBokehStackFromDepth").render(aif, depth, [], focus, 2.2, 0.0, 0, 0.0)
     with pytest.raises(ValueError, match="depth must be a METRIC_DEPTH"):
-        _node("BokehDepthRenderBokeh").render(aif, "not depth", k, "distance", focus, 2.2, 0.0, 0, 0.0, True)
+        _node("BokehDepthRenderBokeh").render(aif, "not depth", k, focus, 2.2, 0.0, 0, 0.0, True)
     with pytest.raises(ValueError, match="bokeh_stack must be a BOKEH_STACK"):
         _node("BokehDepthFromBokehSweep").estimate(aif, 0.0, "behind", 0.0, 4, 2.2)
     with pytest.raises(ValueError, match="ground_truth must be a METRIC_DEPTH"):

@@ -35,9 +35,9 @@ def models(model_dir, monkeypatch):
 
 def test_registered():
     names = EXT.NODE_DISPLAY_NAME_MAPPINGS
-    assert names["BokehDepthLoadDepthModel"] == "Load BokehDepth Depth Model"
-    assert names["BokehDepthEstimateDepthStack"] == "Estimate Depth (Bokeh Stack)"
-    assert names["BokehDepthEstimateDepth"] == "Estimate Depth"
+    assert names["BokehDepthLoadDepthModel"] == "BokehDepth Load Depth Model"
+    assert names["BokehDepthEstimateDepthStack"] == "BokehDepth Estimate Depth (Bokeh Stack)"
+    assert names["BokehDepthEstimateDepth"] == "BokehDepth Estimate Depth"
     for nid in ("BokehDepthLoadDepthModel", "BokehDepthEstimateDepthStack", "BokehDepthEstimateDepth"):
         assert N[nid].CATEGORY == "BokehDepth/Depth"
     assert N["BokehDepthLoadDepthModel"].RETURN_TYPES[0] == "BOKEHDEPTH_MODEL"
@@ -72,7 +72,7 @@ def test_load_and_estimate(models):
     with pytest.raises(ValueError, match="bokeh_stack"):
         node.estimate(managed, img, 28, "Spectral")
     for wrong in ("not a model", managed.model):
-        with pytest.raises(ValueError, match="Load BokehDepth Depth Model"):
+        with pytest.raises(ValueError, match="BokehDepth Load Depth Model"):
             node.estimate(wrong, img, 28, "Spectral", stack_images=frames, k_list=[1.0, 2.0, 3.0])
 
 
