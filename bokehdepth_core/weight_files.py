@@ -47,13 +47,17 @@ def tensor_names(path: str) -> list[str]:
 
 
 def _pickle_strings(stream, pickles: int) -> list[str]:
+    """Strings of up to ``pickles`` pickles in a row; stops at the first thing that is not one."""
     out = []
-    for _ in range(pickles):
-        for op, arg, _pos in pickletools.genops(stream):
-            if op.name in _STRING_OPS:
-                out.append(arg.decode("latin-1") if isinstance(arg, bytes) else str(arg))
-            if stream.tell() > _MAX_PICKLE_BYTES:
-                return out
+    try:
+        for _ in range(pickles):
+            for op, arg, _pos in pickletools.genops(stream):
+                if op.name in _STRING_OPS:
+                    out.append(arg.decode("latin-1") if isinstance(arg, bytes) else str(arg))
+                if stream.tell() > _MAX_PICKLE_BYTES:
+                    return out
+    except ValueError:  # end of the pickles (raw tensor data or end of file follows)
+        pass
     return out
 
 

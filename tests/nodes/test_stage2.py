@@ -101,6 +101,18 @@ def test_unidepth_file_end_to_end(models):
     assert float(conf.max()) == pytest.approx(1.0) and "FoV" in text
 
 
+def test_loaders_list_only_what_they_read(models):
+    from bokehdepth_core.testing import tiny_transformer
+
+    adapter = EXT.bokehdepth_core.stage1.BokehAdapter.attach(tiny_transformer(), rank=2, alpha=2)
+    adapter.save(str(models / "my_adapter.safetensors"))
+    (models / "notes.pth").write_bytes(b"not weights")
+    depth_files = N["BokehDepthLoadDepthModel"].INPUT_TYPES()["required"]["model_file"][0]
+    adapter_files = N["BokehDepthLoadBokehAdapter"].INPUT_TYPES()["required"]["adapter_file"][0]
+    assert depth_files == ["DAV2_dsfa_release.pth", "UDv2_dsfa_release.pth", "UDv2_small.pth", "tiny_dsfa_vits.pth"]
+    assert adapter_files == ["bokeh_lora.bin", "my_adapter.safetensors"]
+
+
 def test_missing_file_error_names_file_folder_and_source(models):
     with pytest.raises(FileNotFoundError) as e:
         N["BokehDepthLoadDepthModel"]().load("DAV2_dsfa_release.pth", "auto", "auto", 0.0)
