@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,6 +10,7 @@ from support import ROOT, load_extension, widget_inputs
 
 EXT = load_extension()
 N = EXT.NODE_CLASS_MAPPINGS
+EXAMPLES = ROOT / "workflows" / "example_inputs"
 
 
 def _node(name):
@@ -118,8 +120,18 @@ def test_metrics_node_mask_and_confidence(scene):
     assert m["abs_rel"] == 0.0 and m["valid_pixels"] == 48 * 96
 
 
+def _load_image(image):
+    """ComfyUI's Load Image, for graphs run without ComfyUI: the picture and an empty mask."""
+    from PIL import Image
+
+    with Image.open(EXAMPLES / image) as img:
+        pixels = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)[None]
+    return pixels, torch.zeros(pixels.shape[:3])
+
+
 def _run_workflow(path, overrides=None):
-    """Execute a UI-format graph with our node classes (preview nodes are skipped)."""
+    """Execute a UI-format graph with our node classes and Load Image (ComfyUI's preview, 3-D view
+    and note nodes are skipped)."""
     wf = json.loads(path.read_text())
     by_id = {n["id"]: n for n in wf["nodes"]}
     links = {lid: (src, slot) for lid, src, slot, _d, _ds, _t in wf["links"]}
@@ -129,6 +141,9 @@ def _run_workflow(path, overrides=None):
         if nid in results:
             return results[nid]
         n = by_id[nid]
+        if n["type"] == "LoadImage":
+            results[nid] = _load_image(n["widgets_values"][0])
+            return results[nid]
         if n["type"] not in N:
             results[nid] = None
             return None
@@ -144,7 +159,8 @@ def _run_workflow(path, overrides=None):
             if inp["link"] is not None:
                 src, slot = links[inp["link"]]
                 kwargs[inp.get("widget", {}).get("name", inp["name"])] = run(src)[slot]
-        results[nid] = getattr(cls(), cls.FUNCTION)(**kwargs)
+        out = getattr(cls(), cls.FUNCTION)(**kwargs)
+        results[nid] = out["result"] if isinstance(out, dict) else out
         return results[nid]
 
     for nid in by_id:
@@ -152,11 +168,37 @@ def _run_workflow(path, overrides=None):
     return {by_id[i]["type"]: r for i, r in results.items() if r is not None}
 
 
-def test_shipped_workflow_runs_end_to_end():
+def _workflow(number: str):
+    return next((ROOT / "workflows").glob(f"{number} *.json"))
 
-    out = _run_workflow(ROOT / "workflows" / "physics_synthetic_depth_from_bokeh.json",
-                        {"BokehDepthSyntheticScene": {"size": 96}})
+
+def test_shipped_workflow_runs_end_to_end():
+    out = _run_workflow(_workflow("01"), {"BokehDepthSyntheticScene": {"size": 96}})
     report, js = out["BokehDepthMetrics"][:2]
     assert json.loads(js)["valid_pixels"] > 0
     assert "linearity" in out["BokehDepthFromBokehSweep"][2]
-    assert out["BokehDepthRenderBokeh"][0].shape == (1, 96, 96, 3)
+    assert out["BokehDepthBokehStackFromDepth"][2].shape == (4, 96, 96, 3)  # labelled frames, one per K
+
+
+@pytest.mark.slow
+def test_weight_free_example_workflows_run(tmp_path, monkeypatch):
+    """The EXIF and interop lessons on the shipped example files: K from the photo's EXIF drives the
+    stack; another model's 8-bit depth map drives the renderer, a mesh and an EXR file."""
+    monkeypatch.setenv("BOKEHDEPTH_INPUT_DIR", str(EXAMPLES))
+    monkeypatch.setenv("BOKEHDEPTH_OUTPUT_DIR", str(tmp_path))
+    out = _run_workflow(_workflow("02"))
+    k, _k512, _kcrop, summary, _est, photo = out["BokehDepthKFromExif"]
+    assert "f/8" in summary and photo.shape == (1, 512, 512, 3)
+    assert out["BokehDepthKList"][0] == pytest.approx([k, 2 * k, 4 * k])
+    stack = out["BokehDepthBokehStackFromDepth"][0]
+    assert stack.k_list() == pytest.approx([k, 2 * k, 4 * k]) and stack.meta["focus_m"] == [pytest.approx(1.21)]
+
+    out = _run_workflow(_workflow("03"))
+    k_wide = out["BokehDepthKFromExif"][0]
+    assert k_wide == pytest.approx(k * 8 / 1.4, rel=1e-6)  # f_number 1.4 typed over the EXIF f/8
+    depth = out["BokehDepthDepthFromImage"][0].depth
+    assert 1.0 <= float(depth.min()) and float(depth.max()) <= 4.0
+    bokeh, focus_m = out["BokehDepthRenderBokehAutoFocus"]
+    assert bokeh.shape == (1, 512, 512, 3) and 1.0 < focus_m < 4.0
+    written = sorted(p.name for p in (tmp_path / "BokehDepth").iterdir())
+    assert any(n.endswith(".glb") for n in written) and any(n.endswith(".exr") for n in written)
