@@ -189,9 +189,10 @@ def test_weight_free_example_workflows_run(tmp_path, monkeypatch):
     out = _run_workflow(_workflow("02"))
     k, _k512, _kcrop, summary, _est, photo = out["BokehDepthKFromExif"]
     assert "f/8" in summary and photo.shape == (1, 512, 512, 3)
-    assert out["BokehDepthKList"][0] == pytest.approx([k, 2 * k, 4 * k])
+    ks = [k, 2.857 * k, 5.714 * k]  # f/8, f/2.8, f/1.4
+    assert out["BokehDepthKList"][0] == pytest.approx(ks)
     stack = out["BokehDepthBokehStackFromDepth"][0]
-    assert stack.k_list() == pytest.approx([k, 2 * k, 4 * k]) and stack.meta["focus_m"] == [pytest.approx(1.21)]
+    assert stack.k_list() == pytest.approx(ks) and stack.meta["focus_m"] == [pytest.approx(1.21)]
 
     out = _run_workflow(_workflow("03"))
     k_wide = out["BokehDepthKFromExif"][0]
