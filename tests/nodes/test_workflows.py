@@ -176,6 +176,21 @@ def test_layout_is_clean(path):
     assert "ds" not in wf.get("extra", {}), "no stored view: ComfyUI fits the graph to the window"
 
 
+def test_readme_lists_every_workflow_with_its_thumbnail():
+    from urllib.parse import quote
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for path in FILES:
+        assert f"**{path.stem}**" in readme and quote(f"workflows/{path.stem}.jpg") in readme, path.stem
+
+
+def test_requires_comfyui_matches_the_stage1_patch():
+    import importlib
+
+    patch = importlib.import_module(EXT.__name__ + ".nodes.bokeh_patch")
+    assert f'requires-comfyui = ">={patch.MIN_COMFYUI}"' in (ROOT / "pyproject.toml").read_text()
+
+
 def test_core_types_exist(comfyui):
     import importlib
 
