@@ -26,7 +26,7 @@ from ..bokehdepth_core.stage1 import BokehAdapter, add_bokeh, for_batch, layer_s
 MIN_COMFYUI = "0.3.60"  # first release with wrap_attn / transformer_options["optimized_attention_override"]
 K_OPTION = "bokehdepth_k"  # transformer_options key: raw K per sampling run (float or one per batch element)
 ADAPTER_OPTION = "bokehdepth_adapter"  # transformer_options key marking a MODEL patched by Apply Bokeh Adapter
-APPLY_NODE = "Apply Bokeh Adapter"
+APPLY_NODE = "BokehDepth Apply Bokeh Adapter"
 
 
 class AdapterRuntime:
@@ -207,7 +207,7 @@ def is_bokeh_adapter(obj) -> bool:
 def apply_bokeh_adapter(model, adapter: BokehAdapter, k: float):
     """A clone of ``model`` whose Flux computes the bokeh adapter; ``k`` is the default K."""
     if not is_bokeh_adapter(adapter):
-        raise ValueError(f"{APPLY_NODE}: adapter must come from a Load Bokeh Adapter node, got {type(adapter).__name__}")
+        raise ValueError(f"{APPLY_NODE}: adapter must come from a BokehDepth Load Bokeh Adapter node, got {type(adapter).__name__}")
     default_k = checks.k_values(k, "k")[0]
     double, single, width = flux_blocks(model)
     check_comfyui()

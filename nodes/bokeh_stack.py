@@ -24,6 +24,7 @@ T5_MIN_LENGTH = 512  # diffusers' max_sequence_length; ComfyUI's Flux tokenizer 
 MAX_SHIFT, BASE_SHIFT = 1.15, 0.5  # FLUX.1's dynamic time shift (FlowMatchEuler / ModelSamplingFlux)
 CFG = 1.0  # the release runs distilled guidance only (true CFG off)
 SIZE_MULTIPLE = 16
+SAMPLE_NODE = "BokehDepth Sample Bokeh Stack"
 
 
 def escape_prompt(text: str) -> str:
@@ -49,8 +50,8 @@ def frame_conditioning(cond: list, guidance: float, reference_latent: torch.Tens
 def require_adapter(model):
     runtime = applied_adapter(model)
     if runtime is None:
-        raise ValueError(f"Sample Bokeh Stack: the MODEL carries no bokeh adapter. Connect it through an {APPLY_NODE} "
-                         f"node (Load Diffusion Model -> {APPLY_NODE} -> Sample Bokeh Stack)")
+        raise ValueError(f"{SAMPLE_NODE}: the MODEL carries no bokeh adapter. Connect it through a {APPLY_NODE} "
+                         f"node (Load Diffusion Model -> {APPLY_NODE} -> {SAMPLE_NODE})")
     return runtime
 
 

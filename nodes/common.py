@@ -82,6 +82,11 @@ def input_files(accept) -> list[str]:
     return [f for f in seam.list_input_files() if accept(os.path.join(seam.input_directory(), f))]
 
 
+def model_files(accept) -> list[str]:
+    """Files of the 'bokehdepth' model folder that ``accept(path)`` takes (read from their headers)."""
+    return [f for f in seam.list_models() if accept(seam.model_path(f))]
+
+
 def photo_input(tip: str = "A photo from ComfyUI's input folder (JPEG/TIFF/WebP with EXIF); upload one here. "
                            "Depth files are not listed.") -> tuple:
     """An image picker with upload, like Load Image's, listing photos only."""

@@ -120,13 +120,14 @@ class DepthCamera:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"depth": (DEPTH, {"tooltip": "Depth from 'Estimate Depth' with a UniDepthV2 model."})}}
+        return {"required": {"depth": (DEPTH, {"tooltip": "Depth from 'BokehDepth Estimate Depth' with a UniDepthV2 "
+                                                          "model."})}}
 
     def split(self, depth):
         depth = depth_map(depth)
         if depth.intrinsics is None:
             raise ValueError("this depth carries no intrinsics (only UniDepthV2 predicts a camera): use "
-                             "'Camera Intrinsics' to give one")
+                             "a BokehDepth Camera node (from Lens, from Photo EXIF, Manual) to give one")
         k = depth.intrinsics.float()
         conf = pointcloud.unit_confidence(depth)
         h, w = depth.depth.shape[-2:]

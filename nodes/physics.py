@@ -13,14 +13,21 @@ from .common import BOKEH_STACK, DEPTH, K_LIST, category, depth_map, expect, fin
 CAT = category("Physics")
 
 
-def _focus_inputs():
-    return {
-        "focus_mode": (list(focus.FOCUS_MODES), {"default": "distance", "tooltip":
-                       "distance: use focus_distance_m. auto (median): median depth (under focus_mask if given). "
-                       "auto (edges): depth of the image's sharpest edges."}),
-        "focus_distance_m": ("FLOAT", {"default": 2.0, "min": 0.01, "max": 10000.0, "step": 0.01,
-                                       "tooltip": "Distance (m) of the in-focus plane in 'distance' mode."}),
-    }
+AUTO_FOCUS_MODES = [m for m in focus.FOCUS_MODES if m != "distance"]
+
+
+def _focus_distance_input():
+    return {"focus_distance_m": ("FLOAT", {"default": 2.0, "min": 0.01, "max": 10000.0, "step": 0.01,
+                                           "tooltip": "Distance (m) of the in-focus plane."})}
+
+
+def _auto_focus_inputs():
+    return {"focus_mode": (AUTO_FOCUS_MODES, {"default": "auto (edges)", "tooltip":
+                           "auto (median): median depth, under focus_mask if one is connected. auto (edges): depth "
+                           "of the image's sharpest edges (what a camera's autofocus tends to pick)."})}
+
+
+_FOCUS_MASK = {"focus_mask": ("MASK", {"tooltip": "Subject mask for 'auto (median)' focus."})}
 
 
 def _scene_inputs(image_tip: str = "All-in-focus image(s).", depth_tip: str = "Metric depth in metres."):
@@ -53,8 +60,9 @@ def _to_out(t):
 
 
 class BokehRenderFromDepth:
-    DESCRIPTION = ("Thin-lens bokeh from an image and its metric depth: disk blur of radius K x |1/focus - 1/depth| px, "
-                   "occlusion-aware, in linear light.")
+    DESCRIPTION = ("Thin-lens bokeh from an image and its metric depth, focused at a given distance: disk blur of "
+                   "radius K x |1/focus - 1/depth| px, occlusion-aware, in linear light. To let the depth pick the "
+                   "focus use Render Bokeh from Depth (Auto Focus).")
     CATEGORY = CAT
     FUNCTION = "render"
     RETURN_TYPES = ("IMAGE", "FLOAT")
@@ -62,28 +70,53 @@ class BokehRenderFromDepth:
     OUTPUT_TOOLTIPS = ("The rendered bokeh image.", "The focus distance used (m), first batch item.")
 
     @classmethod
-    def INPUT_TYPES(cls):
+    def _inputs(cls, focus_inputs: dict) -> dict:
         req = _scene_inputs(depth_tip="Metric depth in metres (resized to the image if needed).")
-        req["K"] = _k_input("Bokeh strength K (px*m) at this image's width, e.g. from Bokeh K from Lens.")
-        req.update(_focus_inputs())
+        req["K"] = _k_input("Bokeh strength K (px*m) at this image's width, e.g. from BokehDepth K from Lens.")
+        req.update(focus_inputs)
         req.update(_look_inputs())
         req["use_confidence"] = ("BOOLEAN", {"default": True, "tooltip":
-                                 "Where the depth carries a confidence map, smooth uncertain blur radii toward confident neighbours."})
-        return {"required": req, "optional": {
-            "focus_mask": ("MASK", {"tooltip": "Subject mask for 'auto (median)' focus."})}}
+                                 "Where the depth carries a confidence map, smooth uncertain blur radii toward "
+                                 "confident neighbours."})
+        return req
 
-    def render(self, image, depth, K, focus_mode, focus_distance_m, gamma, highlight, aperture_blades,
-               blade_rotation, use_confidence, focus_mask=None):
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": cls._inputs(_focus_distance_input())}
+
+    def render(self, image, depth, K, focus_distance_m, gamma, highlight, aperture_blades, blade_rotation,
+               use_confidence):
+        return self._render(image, depth, K, "distance", focus_distance_m, None, gamma, highlight, aperture_blades,
+                            blade_rotation, use_confidence)
+
+    @staticmethod
+    def _render(image, depth, K, mode, distance, mask, gamma, highlight, aperture_blades, blade_rotation,
+                use_confidence):
         out, used = bokeh_from_depth.render_from_depth(
-            image, depth_map(depth), float(K), focus_mode, focus_distance_m, mask=focus_mask,
-            use_confidence=bool(use_confidence), device=seam.torch_device(), callback=seam.Progress(1).callback,
+            image, depth_map(depth), float(K), mode, distance, mask=mask, use_confidence=bool(use_confidence),
+            device=seam.torch_device(), callback=seam.Progress(1).callback,
             **_options(gamma, highlight, aperture_blades, blade_rotation))
         finite("Render Bokeh from Depth", image=out, focus_distance_m=used)
         return (_to_out(out), float(used[0]))
 
 
+class BokehRenderFromDepthAutoFocus(BokehRenderFromDepth):
+    DESCRIPTION = ("Thin-lens bokeh from an image and its metric depth, focused where the depth says: on the "
+                   "median depth (of a subject mask) or on the image's sharpest edges. Outputs the distance chosen.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": cls._inputs(_auto_focus_inputs()), "optional": dict(_FOCUS_MASK)}
+
+    def render(self, image, depth, K, focus_mode, gamma, highlight, aperture_blades, blade_rotation,  # noqa: D102
+               use_confidence, focus_mask=None):
+        return self._render(image, depth, K, focus_mode, 0.0, focus_mask, gamma, highlight, aperture_blades,
+                            blade_rotation, use_confidence)
+
+
 class BokehStackFromDepth:
-    DESCRIPTION = "Render one bokeh frame per K at a fixed focus: a physically exact BOKEH_STACK (source 'render')."
+    DESCRIPTION = ("Render one bokeh frame per K, focused at a given distance: a physically exact BOKEH_STACK "
+                   "(source 'render').")
     CATEGORY = CAT
     FUNCTION = "render"
     RETURN_TYPES = (BOKEH_STACK, "IMAGE", "IMAGE")
@@ -93,21 +126,45 @@ class BokehStackFromDepth:
                        "The same frames with their K written in the corner, for previews.")
 
     @classmethod
-    def INPUT_TYPES(cls):
+    def _inputs(cls, focus_inputs: dict) -> dict:
         req = _scene_inputs("All-in-focus image(s); they become the stack's reference.")
-        req["k_list"] = (K_LIST, {"tooltip": "K values, one frame each (from Bokeh K List or Synthetic Bokeh Scene)."})
-        req.update(_focus_inputs())
+        req["k_list"] = (K_LIST, {"tooltip": "K values, one frame each (from BokehDepth K List or Synthetic Bokeh "
+                                             "Scene)."})
+        req.update(focus_inputs)
         req.update(_look_inputs())
-        return {"required": req}
+        return req
 
-    def render(self, image, depth, k_list, focus_mode, focus_distance_m, gamma, highlight, aperture_blades, blade_rotation):
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": cls._inputs(_focus_distance_input())}
+
+    def render(self, image, depth, k_list, focus_distance_m, gamma, highlight, aperture_blades, blade_rotation):
+        return self._render(image, depth, k_list, "distance", focus_distance_m, None, gamma, highlight,
+                            aperture_blades, blade_rotation)
+
+    @staticmethod
+    def _render(image, depth, k_list, mode, distance, mask, gamma, highlight, aperture_blades, blade_rotation):
         stack = bokeh_from_depth.bokeh_stack_from_depth(
-            image.to(seam.intermediate_device()), depth_map(depth), k_list, focus_mode, focus_distance_m,
+            image.to(seam.intermediate_device()), depth_map(depth), k_list, mode, distance, mask=mask,
             device=seam.torch_device(), callback=seam.Progress(len(k_list)).callback,
             **_options(gamma, highlight, aperture_blades, blade_rotation))
         finite("Bokeh Stack from Depth", frames=stack.frames)
         frames = image_major(stack.frames)
         return (stack, frames, labels.caption(frames, labels.k_captions(stack.k_values)))
+
+
+class BokehStackFromDepthAutoFocus(BokehStackFromDepth):
+    DESCRIPTION = ("Render one bokeh frame per K, focused where the depth says (median depth of a subject mask, or "
+                   "the image's sharpest edges): a physically exact BOKEH_STACK (source 'render').")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": cls._inputs(_auto_focus_inputs()), "optional": dict(_FOCUS_MASK)}
+
+    def render(self, image, depth, k_list, focus_mode, gamma, highlight, aperture_blades, blade_rotation,  # noqa: D102
+               focus_mask=None):
+        return self._render(image, depth, k_list, focus_mode, 0.0, focus_mask, gamma, highlight, aperture_blades,
+                            blade_rotation)
 
 
 class FocusStackFromDepth:
@@ -246,7 +303,9 @@ class SyntheticBokehScene:
 
 NODE_CLASS_MAPPINGS = {
     "BokehDepthRenderBokeh": BokehRenderFromDepth,
+    "BokehDepthRenderBokehAutoFocus": BokehRenderFromDepthAutoFocus,
     "BokehDepthBokehStackFromDepth": BokehStackFromDepth,
+    "BokehDepthBokehStackFromDepthAutoFocus": BokehStackFromDepthAutoFocus,
     "BokehDepthFocusStackFromDepth": FocusStackFromDepth,
     "BokehDepthFromBokehSweep": DepthFromBokehSweep,
     "BokehDepthMetrics": DepthMetricsNode,
@@ -254,7 +313,9 @@ NODE_CLASS_MAPPINGS = {
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "BokehDepthRenderBokeh": "BokehDepth Render Bokeh from Depth",
+    "BokehDepthRenderBokehAutoFocus": "BokehDepth Render Bokeh from Depth (Auto Focus)",
     "BokehDepthBokehStackFromDepth": "BokehDepth Bokeh Stack from Depth",
+    "BokehDepthBokehStackFromDepthAutoFocus": "BokehDepth Bokeh Stack from Depth (Auto Focus)",
     "BokehDepthFocusStackFromDepth": "BokehDepth Focus Stack from Depth",
     "BokehDepthFromBokehSweep": "BokehDepth Depth from Bokeh Sweep",
     "BokehDepthMetrics": "BokehDepth Depth Metrics",

@@ -6,10 +6,10 @@ VAE and samplers). The diffusers-pipeline nodes stay loadable for old workflows,
 
 from __future__ import annotations
 
-from ..bokehdepth_core import stage1
+from ..bokehdepth_core import labels, stage1, weight_files
 from . import bokeh_patch, bokeh_stack
 from . import comfy_seam as seam
-from .common import BOKEH_ADAPTER, BOKEH_STACK, K_LIST, KONTEXT_PIPELINE, category
+from .common import BOKEH_ADAPTER, BOKEH_STACK, K_LIST, KONTEXT_PIPELINE, category, image_major, model_files
 
 KONTEXT_FOLDER = "FLUX.1-Kontext-dev"
 KONTEXT_SOURCE = ("huggingface.co/black-forest-labs/FLUX.1-Kontext-dev (the whole diffusers-format repo: "
@@ -28,12 +28,13 @@ PROMPT = ("STRING", {"default": stage1.PROMPT_TEMPLATE, "multiline": True,
                                 "release template."})
 IMAGE = ("IMAGE", {"tooltip": "The sharp all-in-focus picture(s), resized down to multiples of 16 px; a batch gives "
                               "one stack per picture."})
-KS = (K_LIST, {"tooltip": "Bokeh strengths K (from Bokeh K List), one frame each; the adapter was trained on 1..30 "
+KS = (K_LIST, {"tooltip": "Bokeh strengths K (from BokehDepth K List), one frame each; the adapter was trained on 1..30 "
                           "and clamps other values (the prompt keeps the raw K)."})
-STACK_TYPES = (BOKEH_STACK, "IMAGE")
-STACK_NAMES = ("stack", "frames")
+STACK_TYPES = (BOKEH_STACK, "IMAGE", "IMAGE")
+STACK_NAMES = ("stack", "frames", "labelled_frames")
 STACK_TOOLTIPS = ("The bokeh stack (frames, their K, the 16-px-aligned reference) for Stage-2 depth.",
-                  "All frames as an IMAGE batch: picture 1's K values in order, then picture 2's ...")
+                  "All frames as an IMAGE batch: picture 1's K values in order, then picture 2's ...",
+                  "The same frames with their K written in the corner, for previews.")
 
 
 def _required_model(names: list[str], release_name: str, tooltip: str):
@@ -49,25 +50,26 @@ def _optional_path(name, folder: str):
 
 
 def _outputs(stack):
-    b, n, h, w, c = stack.frames.shape
-    return stack, stack.frames.reshape(b * n, h, w, c).to(seam.intermediate_device())
+    frames = image_major(stack.frames).to(seam.intermediate_device())
+    return stack, frames, labels.caption(frames, labels.k_captions(stack.k_values))
 
 
 class LoadBokehAdapter:
     DESCRIPTION = ("Load the BokehDepth Stage-1 bokeh adapter (the authors' bokeh_lora.bin, or a .safetensors "
-                   "copy) from models/bokehdepth.")
+                   "copy) from models/bokehdepth. Only bokeh adapter files are listed (depth models are not).")
     CATEGORY = category("Stage-1")
     FUNCTION = "load"
     RETURN_TYPES = (BOKEH_ADAPTER,)
     RETURN_NAMES = ("adapter",)
-    OUTPUT_TOOLTIPS = ("The bokeh adapter for Apply Bokeh Adapter.",)
+    OUTPUT_TOOLTIPS = ("The bokeh adapter for BokehDepth Apply Bokeh Adapter.",)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "adapter_file": _required_model(
-                seam.list_models(), stage1.ADAPTER_FILE,
-                f"Adapter weights in models/bokehdepth ({stage1.ADAPTER_FILE} from {stage1.ADAPTER_SOURCE})."),
+                model_files(weight_files.is_adapter), stage1.ADAPTER_FILE,
+                f"Adapter weights in models/bokehdepth ({stage1.ADAPTER_FILE} from {stage1.ADAPTER_SOURCE}); "
+                "files holding other weights are not listed."),
         }}
 
     @classmethod
@@ -81,9 +83,9 @@ class LoadBokehAdapter:
 
 class ApplyBokehAdapter:
     DESCRIPTION = ("Patch a FLUX.1-Kontext MODEL with the bokeh adapter (the input MODEL stays unchanged). Use it "
-                   "with Sample Bokeh Stack, or in any KSampler graph (FluxGuidance 7.0 + ReferenceLatent, cfg 1, "
-                   "euler/simple, ModelSamplingFlux) for one bokeh image at K; transformer_options['bokehdepth_k'] "
-                   "overrides k per sampling run.")
+                   "with BokehDepth Sample Bokeh Stack, or in any KSampler graph (FluxGuidance 7.0 + ReferenceLatent, "
+                   "cfg 1, euler/simple, ModelSamplingFlux) for one bokeh image at K; "
+                   "transformer_options['bokehdepth_k'] overrides k per sampling run.")
     CATEGORY = category("Stage-1")
     FUNCTION = "apply"
     RETURN_TYPES = ("MODEL",)
@@ -94,7 +96,7 @@ class ApplyBokehAdapter:
     def INPUT_TYPES(cls):
         return {"required": {
             "model": ("MODEL", {"tooltip": "FLUX.1-Kontext-dev from Load Diffusion Model (bf16, fp8 or GGUF)."}),
-            "adapter": (BOKEH_ADAPTER, {"tooltip": "From Load Bokeh Adapter."}),
+            "adapter": (BOKEH_ADAPTER, {"tooltip": "From BokehDepth Load Bokeh Adapter."}),
             "k": ("FLOAT", {"default": 10.0, "min": 0.01, "max": 100.0, "step": 0.1,
                             "tooltip": "Bokeh strength K used when nothing else sets one (Sample Bokeh Stack sets its "
                                        "own per frame). Trained range 1..30; other values are clamped."}),
@@ -117,7 +119,7 @@ class SampleBokehStack:
         samplers, schedulers = seam.sampler_choices()
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "FLUX.1-Kontext-dev patched by Apply Bokeh Adapter."}),
+                "model": ("MODEL", {"tooltip": "FLUX.1-Kontext-dev patched by BokehDepth Apply Bokeh Adapter."}),
                 "clip": ("CLIP", {"tooltip": "FLUX text encoders (DualCLIPLoader: clip_l + t5xxl, type flux)."}),
                 "vae": ("VAE", {"tooltip": "The FLUX VAE (ae.safetensors)."}),
                 "image": IMAGE,
@@ -144,12 +146,13 @@ class SampleBokehStack:
 class LoadKontextPipeline:
     DEPRECATED = True
     DESCRIPTION = ("Deprecated: load FLUX.1-Kontext-dev as a diffusers pipeline from models/diffusers. Use Load "
-                   "Diffusion Model + DualCLIPLoader + Load VAE with Apply Bokeh Adapter and Sample Bokeh Stack.")
+                   "Diffusion Model + DualCLIPLoader + Load VAE with BokehDepth Apply Bokeh Adapter and BokehDepth "
+                   "Sample Bokeh Stack.")
     CATEGORY = category("Stage-1")
     FUNCTION = "load"
     RETURN_TYPES = (KONTEXT_PIPELINE,)
     RETURN_NAMES = ("pipeline",)
-    OUTPUT_TOOLTIPS = ("The FLUX.1-Kontext pipeline for Sample Bokeh Stack (diffusers).",)
+    OUTPUT_TOOLTIPS = ("The FLUX.1-Kontext pipeline for BokehDepth Sample Bokeh Stack (diffusers, deprecated).",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -187,7 +190,8 @@ class LoadKontextPipeline:
 
 class SampleBokehStackDiffusers:
     DEPRECATED = True
-    DESCRIPTION = "Deprecated: Sample Bokeh Stack on a diffusers pipeline from Load FLUX.1-Kontext (diffusers)."
+    DESCRIPTION = ("Deprecated: Sample Bokeh Stack on a diffusers pipeline from BokehDepth Load Kontext (diffusers, "
+                   "deprecated).")
     CATEGORY = category("Stage-1")
     FUNCTION = "sample"
     RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = STACK_TYPES, STACK_NAMES, STACK_TOOLTIPS
@@ -196,8 +200,8 @@ class SampleBokehStackDiffusers:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "pipeline": (KONTEXT_PIPELINE, {"tooltip": "From Load FLUX.1-Kontext (diffusers)."}),
-                "adapter": (BOKEH_ADAPTER, {"tooltip": "From Load Bokeh Adapter."}),
+                "pipeline": (KONTEXT_PIPELINE, {"tooltip": "From BokehDepth Load Kontext (diffusers, deprecated)."}),
+                "adapter": (BOKEH_ADAPTER, {"tooltip": "From BokehDepth Load Bokeh Adapter."}),
                 "image": IMAGE, "k_list": KS, "steps": STEPS, "guidance": GUIDANCE, "seed": SEED,
                 "color_transfer": COLOR_TRANSFER,
             },
@@ -206,7 +210,7 @@ class SampleBokehStackDiffusers:
 
     def sample(self, pipeline, adapter, image, k_list, steps, guidance, seed, color_transfer, prompt_template=None):
         if not bokeh_patch.is_bokeh_adapter(adapter):
-            raise ValueError("adapter must come from a Load Bokeh Adapter node")
+            raise ValueError("adapter must come from a BokehDepth Load Bokeh Adapter node")
         progress = seam.Progress(image.shape[0] * steps)
         return _outputs(stage1.sample_stacks(pipeline, adapter, image[..., :3], k_list, steps, guidance, seed,
                                              prompt_template or None, color_transfer, progress.callback))
@@ -220,9 +224,9 @@ NODE_CLASS_MAPPINGS = {
     "BokehDepthSampleBokehStackDiffusers": SampleBokehStackDiffusers,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "BokehDepthLoadBokehAdapter": "Load Bokeh Adapter",
-    "BokehDepthApplyBokehAdapter": "Apply Bokeh Adapter",
-    "BokehDepthSampleBokehStack": "Sample Bokeh Stack",
-    "BokehDepthLoadKontext": "Load FLUX.1-Kontext (diffusers)",
-    "BokehDepthSampleBokehStackDiffusers": "Sample Bokeh Stack (diffusers)",
+    "BokehDepthLoadBokehAdapter": "BokehDepth Load Bokeh Adapter",
+    "BokehDepthApplyBokehAdapter": "BokehDepth Apply Bokeh Adapter",
+    "BokehDepthSampleBokehStack": "BokehDepth Sample Bokeh Stack",
+    "BokehDepthLoadKontext": "BokehDepth Load Kontext (diffusers, deprecated)",
+    "BokehDepthSampleBokehStackDiffusers": "BokehDepth Sample Bokeh Stack (diffusers, deprecated)",
 }

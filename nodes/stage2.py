@@ -8,27 +8,27 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..bokehdepth_core import depth_io, stage2
+from ..bokehdepth_core import depth_io, stage2, weight_files
 from ..bokehdepth_core.stage2.checkpoints import WHERE_TO_GET
 from ..bokehdepth_core.stage2.inputs import stack_from_images
 from ..bokehdepth_core.types import BokehStack
 from . import comfy_seam as seam
-from .common import BOKEH_STACK, CAMERA, DEPTH, DEPTH_MODEL, K_LIST, category
+from .common import BOKEH_STACK, CAMERA, DEPTH, DEPTH_MODEL, K_LIST, category, model_files
 
 DEFAULT_FILE = "DAV2_dsfa_release.pth"
+LOADER = "BokehDepth Load Depth Model"
 HEADS = ["auto", "metric", "relative"]
 
 
 def _check_model(model) -> seam.ManagedModel:
     if not isinstance(model, seam.ManagedModel) or not isinstance(model.model, stage2.DepthModel):
-        raise ValueError("model must come from 'Load BokehDepth Depth Model' (a BOKEHDEPTH_MODEL), "
-                         f"got {type(model).__name__}")
+        raise ValueError(f"model must come from '{LOADER}' (a BOKEHDEPTH_MODEL), got {type(model).__name__}")
     return model
 
 
 def _common_inputs() -> dict:
     return {
-        "model": (DEPTH_MODEL, {"tooltip": "Depth model from 'Load BokehDepth Depth Model'."}),
+        "model": (DEPTH_MODEL, {"tooltip": f"Depth model from '{LOADER}'."}),
         "image": ("IMAGE", {"tooltip": "Sharp reference image(s); depth comes out at this size."}),
         "input_size": ("INT", {"default": 518, "min": 14, "max": 4096, "step": 14,
                                "tooltip": "Short side the network sees (multiple of 14). 518 is what the "
@@ -74,7 +74,8 @@ def _run(managed, image, stack, k_values, input_size, colormap, camera, resoluti
 class LoadDepthModel:
     DESCRIPTION = ("Load a Stage-2 depth model from the 'bokehdepth' model folder: the BokehDepth releases "
                    "(DAV2_dsfa_release.pth, UDv2_dsfa_release.pth) or plain Depth Anything V2 files "
-                   "(.pth/.safetensors). The model type and encoder size are read from the file.")
+                   "(.pth/.safetensors). The model type and encoder size are read from the file; only depth "
+                   "model files are listed (the bokeh adapter is not).")
     CATEGORY = category("Depth")
     FUNCTION = "load"
     RETURN_TYPES = (DEPTH_MODEL, "STRING")
@@ -84,9 +85,11 @@ class LoadDepthModel:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model_file": (seam.model_choices(seam.list_models(), DEFAULT_FILE, "UDv2_dsfa_release.pth"), {"default": DEFAULT_FILE,
-                                            "tooltip": "Weight file in models/bokehdepth (or a path added for "
-                                                       "'bokehdepth' in extra_model_paths.yaml)."}),
+            "model_file": (seam.model_choices(model_files(weight_files.is_depth_model), DEFAULT_FILE,
+                                              "UDv2_dsfa_release.pth"),
+                           {"default": DEFAULT_FILE,
+                            "tooltip": "Depth model file in models/bokehdepth (or a path added for 'bokehdepth' in "
+                                       "extra_model_paths.yaml); files holding other weights are not listed."}),
             "dtype": (["auto", "fp32", "fp16", "bf16"], {"default": "auto",
                                                          "tooltip": "auto = bf16/fp16 on GPU, fp32 on CPU."}),
             "plain_dav2_head": (HEADS, {"default": "auto",
@@ -143,7 +146,7 @@ class EstimateDepthStack:
             stack, k = stack_from_images(stack_images, k_list, int(image.shape[0]))
         else:
             raise ValueError("connect a bokeh_stack, or stack_images with a k_list "
-                             "(use 'Estimate Depth' for a single image without a stack)")
+                             "(use 'BokehDepth Estimate Depth' for a single image without a stack)")
         return _run(model, image, stack, k, input_size, colormap, camera, resolution_level)
 
 
@@ -169,7 +172,7 @@ NODE_CLASS_MAPPINGS = {
     "BokehDepthEstimateDepth": EstimateDepth,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "BokehDepthLoadDepthModel": "Load BokehDepth Depth Model",
-    "BokehDepthEstimateDepthStack": "Estimate Depth (Bokeh Stack)",
-    "BokehDepthEstimateDepth": "Estimate Depth",
+    "BokehDepthLoadDepthModel": LOADER,
+    "BokehDepthEstimateDepthStack": "BokehDepth Estimate Depth (Bokeh Stack)",
+    "BokehDepthEstimateDepth": "BokehDepth Estimate Depth",
 }

@@ -41,7 +41,7 @@ def _levels(frames: torch.Tensor) -> np.ndarray:
 def test_native_stack_matches_the_diffusers_path(tiny, color_transfer):
     pipe, parts, adapter, nodes = tiny
     image = tiny_image(40, 56, seed=1)  # -> 32 x 48 after the floor-16 resize
-    stack, frames = nodes["BokehDepthSampleBokehStack"]().sample(
+    stack, frames, _ = nodes["BokehDepthSampleBokehStack"]().sample(
         parts.patched, parts.clip, parts.vae, image, KS, 5, 4, 7.0, "euler", "simple", color_transfer, TEMPLATE)
     want = stage1.sample_bokeh_stack(pipe, adapter, image, KS, num_inference_steps=4, guidance_scale=7.0, seed=5,
                                      prompt_template=TEMPLATE, color_transfer=color_transfer)
@@ -79,15 +79,17 @@ def test_batch_progress_previews_and_single_encodes(tiny, monkeypatch):
     monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda v, t, preview, node_id=None: ticks.append((v, t, preview)))
     images = torch.cat([tiny_image(36, 50, seed=2), tiny_image(36, 50, seed=3)])
     ks = [5.0, 20.0, 5.0]
-    stack, frames = nodes["BokehDepthSampleBokehStack"]().sample(
+    stack, frames, labelled = nodes["BokehDepthSampleBokehStack"]().sample(
         parts.patched, parts.clip, parts.vae, images, ks, 7, 2, 7.0, "euler", "simple", False, TEMPLATE)
     assert counts == {"prompts": 2, "references": 2}
     assert [t[:2] for t in ticks] == [(i, 12) for i in range(1, 13)], "one bar over pictures x frames x steps"
     assert all(t[2] is not None for t in ticks), "latent previews"
     assert tuple(frames.shape) == (6, 32, 48, 3) and tuple(stack.frames.shape) == (2, 3, 32, 48, 3)
     assert torch.equal(frames[3:], stack.frames[1]) and stack.k_list(1) == ks
+    assert labelled.shape == frames.shape and torch.allclose(labelled[:, 16:], frames[:, 16:], atol=0.5 / 255 + 1e-6)
+    assert not torch.equal(labelled[:, :12, :24], frames[:, :12, :24]), "K written in the corner"
     assert torch.equal(stack.frames[0, 0], stack.frames[0, 2]), "same K, same noise -> same frame"
-    alone, _ = nodes["BokehDepthSampleBokehStack"]().sample(
+    alone, *_ = nodes["BokehDepthSampleBokehStack"]().sample(
         parts.patched, parts.clip, parts.vae, images[1:], ks[:2], 7, 2, 7.0, "euler", "simple", False, TEMPLATE)
     assert torch.equal(alone.frames[0], stack.frames[1, :2])
 

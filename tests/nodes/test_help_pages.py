@@ -29,8 +29,9 @@ def test_help_page_names_inputs_and_outputs(node_id):
     assert not missing, f"{node_id}.md does not describe {missing}"
 
 
-def test_display_names_are_prefixed():
-    ours = ("calibration", "physics", "geometry", "depth_files", "interop")  # Stage-1/2 names come later
-    for node_id, cls in EXT.NODE_CLASS_MAPPINGS.items():
-        if cls.__module__.rsplit(".", 1)[-1] in ours:
-            assert EXT.NODE_DISPLAY_NAME_MAPPINGS[node_id].startswith("BokehDepth "), node_id
+def test_display_names_are_prefixed_and_distinct():
+    names = EXT.NODE_DISPLAY_NAME_MAPPINGS
+    assert set(names) == set(EXT.NODE_CLASS_MAPPINGS)
+    for node_id in EXT.NODE_CLASS_MAPPINGS:
+        assert names[node_id].startswith("BokehDepth "), node_id
+    assert len(set(names.values())) == len(names)

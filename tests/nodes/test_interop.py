@@ -56,7 +56,7 @@ def test_core_geometry_dicts_drive_the_render_node():
     from_da3, _, info = N["BokehDepthDepthFromDA3"]().convert(da3, 2.0, "invalid")
     assert torch.allclose(from_moge.intrinsics[0], cam.intrinsics_matrix(20.0, 20.0, 8.0, 6.0)[0])
     render = N["BokehDepthRenderBokeh"]()
-    args = (20.0, "distance", 2.0, 2.2, 0.0, 0, 0.0, False)
+    args = (20.0, 2.0, 2.2, 0.0, 0, 0.0, False)
     a, _ = render.render(image, from_moge, *args)
     b, _ = render.render(image, from_da3, *args)
     c, _ = render.render(image, DepthMap(depth=depth), *args)

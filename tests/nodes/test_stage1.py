@@ -23,7 +23,10 @@ def test_nodes_registered_and_diffusers_nodes_deprecated():
     ids = ("BokehDepthLoadBokehAdapter", "BokehDepthApplyBokehAdapter", "BokehDepthSampleBokehStack",
            "BokehDepthLoadKontext", "BokehDepthSampleBokehStackDiffusers")
     assert {NODES[k].CATEGORY for k in ids} == {"BokehDepth/Stage-1"}
-    assert EXT.NODE_DISPLAY_NAME_MAPPINGS["BokehDepthApplyBokehAdapter"] == "Apply Bokeh Adapter"
+    names = EXT.NODE_DISPLAY_NAME_MAPPINGS
+    assert [names[k] for k in ids] == ["BokehDepth Load Bokeh Adapter", "BokehDepth Apply Bokeh Adapter",
+                                       "BokehDepth Sample Bokeh Stack", "BokehDepth Load Kontext (diffusers, deprecated)",
+                                       "BokehDepth Sample Bokeh Stack (diffusers, deprecated)"]
     assert [k for k in ids if getattr(NODES[k], "DEPRECATED", False)] == list(ids[3:])
     assert NODES["BokehDepthApplyBokehAdapter"].RETURN_TYPES == ("MODEL",)
 
@@ -39,7 +42,8 @@ def test_sample_bokeh_stack_inputs():
     assert (req["steps"][1]["default"], req["guidance"][1]["default"], req["color_transfer"][1]["default"]) == (10, 7.0, True)
     assert (req["sampler_name"][1]["default"], req["scheduler"][1]["default"]) == ("euler", "simple")
     assert req["sampler_name"][1]["default"] in req["sampler_name"][0]
-    assert NODES["BokehDepthSampleBokehStack"].RETURN_TYPES == ("BOKEH_STACK", "IMAGE")
+    assert NODES["BokehDepthSampleBokehStack"].RETURN_TYPES == ("BOKEH_STACK", "IMAGE", "IMAGE")
+    assert NODES["BokehDepthSampleBokehStack"].RETURN_NAMES == ("stack", "frames", "labelled_frames")
 
 
 def test_apply_errors_before_comfyui():
@@ -104,14 +108,15 @@ def test_diffusers_nodes_image_to_stack(files, monkeypatch):
     images = torch.cat([tiny_image(36, 50, seed=1), tiny_image(36, 50, seed=2)])  # -> 48x32
     ticks = []
     monkeypatch.setattr(EXT.nodes.comfy_seam.Progress, "callback", lambda self, d, n: ticks.append((d, n)))
-    stack, frames = sampler.sample(pipe, adapter, images, [5.0, 20.0, 40.0], 2, 7.0, 3, True, "")
+    stack, frames, labelled = sampler.sample(pipe, adapter, images, [5.0, 20.0, 40.0], 2, 7.0, 3, True, "")
     assert ticks[-1] == (4, 4) and len(ticks) == 4, "progress counts steps over the batch"
     assert tuple(stack.frames.shape) == (2, 3, 32, 48, 3) and tuple(frames.shape) == (6, 32, 48, 3)
     assert stack.source == "stage1" and tuple(stack.reference.shape) == (2, 32, 48, 3)
     assert stack.k_list(1) == [5.0, 20.0, 40.0]
     assert torch.equal(frames[3:], stack.frames[1])
+    assert labelled.shape == frames.shape and not torch.equal(labelled[:, :8, :24], frames[:, :8, :24])
     assert frames.min() >= 0 and frames.max() <= 1
-    alone, _ = sampler.sample(pipe, adapter, images[1:], [5.0, 20.0, 40.0], 2, 7.0, 3, True, "")
+    alone, *_ = sampler.sample(pipe, adapter, images[1:], [5.0, 20.0, 40.0], 2, 7.0, 3, True, "")
     assert torch.equal(alone.frames[0], stack.frames[1])
 
     with pytest.raises(ValueError, match="k_values"):

@@ -35,9 +35,9 @@ def models(model_dir, monkeypatch):
 
 def test_registered():
     names = EXT.NODE_DISPLAY_NAME_MAPPINGS
-    assert names["BokehDepthLoadDepthModel"] == "Load BokehDepth Depth Model"
-    assert names["BokehDepthEstimateDepthStack"] == "Estimate Depth (Bokeh Stack)"
-    assert names["BokehDepthEstimateDepth"] == "Estimate Depth"
+    assert names["BokehDepthLoadDepthModel"] == "BokehDepth Load Depth Model"
+    assert names["BokehDepthEstimateDepthStack"] == "BokehDepth Estimate Depth (Bokeh Stack)"
+    assert names["BokehDepthEstimateDepth"] == "BokehDepth Estimate Depth"
     for nid in ("BokehDepthLoadDepthModel", "BokehDepthEstimateDepthStack", "BokehDepthEstimateDepth"):
         assert N[nid].CATEGORY == "BokehDepth/Depth"
     assert N["BokehDepthLoadDepthModel"].RETURN_TYPES[0] == "BOKEHDEPTH_MODEL"
@@ -72,7 +72,7 @@ def test_load_and_estimate(models):
     with pytest.raises(ValueError, match="bokeh_stack"):
         node.estimate(managed, img, 28, "Spectral")
     for wrong in ("not a model", managed.model):
-        with pytest.raises(ValueError, match="Load BokehDepth Depth Model"):
+        with pytest.raises(ValueError, match="BokehDepth Load Depth Model"):
             node.estimate(wrong, img, 28, "Spectral", stack_images=frames, k_list=[1.0, 2.0, 3.0])
 
 
@@ -99,6 +99,18 @@ def test_unidepth_file_end_to_end(models):
     k_pred, conf, text = N["BokehDepthDepthCamera"]().split(depth)
     torch.testing.assert_close(k_pred, want.intrinsics)
     assert float(conf.max()) == pytest.approx(1.0) and "FoV" in text
+
+
+def test_loaders_list_only_what_they_read(models):
+    from bokehdepth_core.testing import tiny_transformer
+
+    adapter = EXT.bokehdepth_core.stage1.BokehAdapter.attach(tiny_transformer(), rank=2, alpha=2)
+    adapter.save(str(models / "my_adapter.safetensors"))
+    (models / "notes.pth").write_bytes(b"not weights")
+    depth_files = N["BokehDepthLoadDepthModel"].INPUT_TYPES()["required"]["model_file"][0]
+    adapter_files = N["BokehDepthLoadBokehAdapter"].INPUT_TYPES()["required"]["adapter_file"][0]
+    assert depth_files == ["DAV2_dsfa_release.pth", "UDv2_dsfa_release.pth", "UDv2_small.pth", "tiny_dsfa_vits.pth"]
+    assert adapter_files == ["bokeh_lora.bin", "my_adapter.safetensors"]
 
 
 def test_missing_file_error_names_file_folder_and_source(models):

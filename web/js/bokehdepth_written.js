@@ -1,7 +1,7 @@
 // Show on BokehDepth save nodes what they wrote: ComfyUI's page draws an output node's "images"
 // itself but not its "text", so a read-only text box under the widgets takes it.
-import { app } from "../../scripts/app.js";
-import { ComfyWidgets } from "../../scripts/widgets.js";
+import { app } from "../../../scripts/app.js";
+import { ComfyWidgets } from "../../../scripts/widgets.js";
 
 app.registerExtension({
   name: "BokehDepth.WrittenFiles",
