@@ -18,10 +18,10 @@ def test_default_widgets_blur_beyond_a_small_image(request, where):
     image, depth = _scene(ext)
     # K = 20 and focus 2 m (the defaults) with a subject at 5 cm: radius 390 px on an 8 px image
     out, focus = ext.NODE_CLASS_MAPPINGS["BokehDepthRenderBokeh"]().render(
-        image, depth, 20.0, "distance", 2.0, 2.2, 0.0, 0, 0.0, True)
+        image, depth, 20.0, 2.0, 2.2, 0.0, 0, 0.0, True)
     assert out.shape == (1, 8, 8, 3) and bool(torch.isfinite(out).all()) and focus == 2.0
     stack, frames, _captions = ext.NODE_CLASS_MAPPINGS["BokehDepthBokehStackFromDepth"]().render(
-        image, depth, [10.0, 1000.0], "distance", 2.0, 2.2, 0.0, 6, 0.0)
+        image, depth, [10.0, 1000.0], 2.0, 2.2, 0.0, 6, 0.0)
     assert frames.shape == (2, 8, 8, 3) and bool(torch.isfinite(frames).all())
 
 
@@ -56,13 +56,13 @@ def test_cancel_inside_render_and_stack(ext_in_comfyui, interrupt_after):
     calls = interrupt_after(core.render, "blur_once", 2)
     with pytest.raises(mm.InterruptProcessingException):
         ext_in_comfyui.NODE_CLASS_MAPPINGS["BokehDepthRenderBokeh"]().render(
-            image, depth, 20.0, "distance", 2.0, 2.2, 0.0, 0, 0.0, True)
+            image, depth, 20.0, 2.0, 2.2, 0.0, 0, 0.0, True)
     assert len(calls) == 2  # stopped at the next layer, not at the end of the frame
     mm.interrupt_current_processing(False)
     calls.clear()
     with pytest.raises(mm.InterruptProcessingException):
         ext_in_comfyui.NODE_CLASS_MAPPINGS["BokehDepthBokehStackFromDepth"]().render(
-            image, depth, [5.0, 10.0, 20.0], "distance", 2.0, 2.2, 0.0, 0, 0.0)
+            image, depth, [5.0, 10.0, 20.0], 2.0, 2.2, 0.0, 0, 0.0)
     assert len(calls) == 2
 
 

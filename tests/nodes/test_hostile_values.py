@@ -23,7 +23,7 @@ def _depth(ext, b=1, h=12, w=16, value=3.0):
 
 
 def _render(N, image, depth, k=20.0, focus=2.0):
-    return N["BokehDepthRenderBokeh"]().render(image, depth, k, "distance", focus, 2.2, 0.0, 0, 0.0, True)
+    return N["BokehDepthRenderBokeh"]().render(image, depth, k, focus, 2.2, 0.0, 0, 0.0, True)
 
 
 def test_bad_images_are_refused_by_name(nodes):
@@ -35,7 +35,7 @@ def test_bad_images_are_refused_by_name(nodes):
     for bad, word in ((nan, "NaN"), (good * 255, "255"), (good.to(torch.int32), "int32"),
                       (torch.rand(0, 12, 16, 3), "empty"), (good[..., :2], "[B,H,W,3]")):
         refusal(lambda: _render(N, bad, d), "image", word)
-        refusal(lambda: N["BokehDepthBokehStackFromDepth"]().render(bad, d, [10.0], "distance", 2.0, 2.2, 0.0, 0,
+        refusal(lambda: N["BokehDepthBokehStackFromDepth"]().render(bad, d, [10.0], 2.0, 2.2, 0.0, 0,
                                                                      0.0), "image")
     refusal(lambda: N["BokehDepthDepthFromImage"]().convert(nan, "disparity", 0.5, 20.0, "luminance", "full"),
              "image", "NaN")
