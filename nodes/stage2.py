@@ -7,15 +7,18 @@ GPU and its offload device, loading it before each run with the run's memory est
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from ..bokehdepth_core import checks, depth_io, stage2, weight_files
 from ..bokehdepth_core.stage2.checkpoints import WHERE_TO_GET
 from ..bokehdepth_core.stage2.inputs import check_inputs, stack_from_images
+from ..bokehdepth_core.stage2.model import MAX_FRAME_TOKENS
 from ..bokehdepth_core.types import BokehStack
 from . import comfy_seam as seam
 from .common import BOKEH_STACK, CAMERA, DEPTH, DEPTH_MODEL, K_LIST, MODEL_HINT, category, finite, model_files
 
 DEFAULT_FILE = "DAV2_dsfa_release.pth"
+MAX_INPUT_SIZE = 14 * math.isqrt(MAX_FRAME_TOKENS)  # a square image at this size fills the token budget
 LOADER = "BokehDepth Load Depth Model"
 HEADS = ["auto", "metric", "relative"]
 
@@ -30,9 +33,11 @@ def _common_inputs() -> dict:
     return {
         "model": (DEPTH_MODEL, {"tooltip": f"Depth model from '{LOADER}'."}),
         "image": ("IMAGE", {"tooltip": "Sharp reference image(s); depth comes out at this size."}),
-        "input_size": ("INT", {"default": 518, "min": 14, "max": 4096, "step": 14,
+        "input_size": ("INT", {"default": 518, "min": 14, "max": MAX_INPUT_SIZE, "step": 14,
                                "tooltip": "Short side the network sees (multiple of 14). 518 is what the "
-                                          "models were trained at; larger = finer detail, slower."}),
+                                          "models were trained at; larger = finer detail, slower. At most "
+                                          f"{MAX_FRAME_TOKENS:,} tokens (14 px patches) per frame: "
+                                          f"{MAX_INPUT_SIZE} for a square image, less for a wider one."}),
         "colormap": (list(depth_io.COLORMAPS), {"default": "Spectral",
                                                 "tooltip": "Colormap of the preview image (near = warm/bright)."}),
     }

@@ -171,3 +171,25 @@ def test_stage2_outputs_are_checked_before_they_leave(nodes, depth_model, monkey
     monkeypatch.setattr(core.stage2, "estimate_depth", nan_depth)
     refusal(lambda: N["BokehDepthEstimateDepth"]().estimate(managed, torch.rand(1, 32, 32, 3), 518, "Spectral"),
             "Estimate Depth", "depth", "NaN")
+
+
+def test_cancel_inside_a_depth_forward(ext_in_comfyui, depth_model):
+    """ComfyUI's Cancel, pressed while the first image's network runs, stops it at the next block
+    (not after the batch) and leaves no progress hook on the model."""
+    import comfy.model_management as mm
+
+    managed = depth_model(ext_in_comfyui)
+    blocks = managed.model.pixel_encoder.backbone.blocks
+    ran = []
+    ours = [b.register_forward_hook(lambda m, a, o, j=j: ran.append(j)) for j, b in enumerate(blocks)]
+    ours.append(blocks[1].register_forward_pre_hook(lambda m, a: mm.interrupt_current_processing(True)))
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            ext_in_comfyui.NODE_CLASS_MAPPINGS["BokehDepthEstimateDepth"]().estimate(
+                managed, torch.rand(2, 28, 28, 3), 518, "Spectral")
+    finally:
+        for handle in ours:
+            handle.remove()
+        mm.interrupt_current_processing(False)
+    assert ran == [0], ran
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in managed.model.modules())
