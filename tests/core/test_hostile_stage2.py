@@ -12,7 +12,6 @@ import time
 import pytest
 import torch
 
-from bokehdepth_core import stage2
 from bokehdepth_core.stage2 import build_dav2_dsfa, build_unidepthv2_dsfa, estimate_depth
 from bokehdepth_core.stage2 import model as depth_model
 from support import UNIDEPTH_SMALL, randomize, refusal
