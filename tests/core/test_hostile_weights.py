@@ -136,3 +136,22 @@ def test_cli_eval_with_a_damaged_model_is_one_line(tmp_path, depth_sd, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
     _clean(err, "cut.safetensors")
+
+
+def test_damaged_kontext_folder(tmp_path):
+    """A FLUX.1-Kontext diffusers folder with a cut weight shard: the folder's name, the damaged file
+    within it and the fix, not diffusers' text with the machine's paths."""
+    from bokehdepth_core.stage1 import load_kontext_pipeline
+    from bokehdepth_core.testing import tiny_kontext_pipeline
+
+    folder = tmp_path / "kontext"
+    tiny_kontext_pipeline().save_pretrained(str(folder))
+    shard = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+    shard.write_bytes(shard.read_bytes()[:1000])
+    msg = refusal(lambda: load_kontext_pipeline(str(folder), dtype=torch.float32, device="cpu"),
+                  "'kontext'", "transformer/diffusion_pytorch_model.safetensors", "damaged", "again")
+    assert str(tmp_path) not in msg and "Unable to load" not in msg, msg
+    shard.unlink()
+    msg = refusal(lambda: load_kontext_pipeline(str(folder), dtype=torch.float32, device="cpu"),
+                  "'kontext'", "incomplete", "transformer", "again")
+    assert str(tmp_path) not in msg, msg
