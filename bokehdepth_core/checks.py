@@ -17,6 +17,10 @@ Number = Union[int, float]
 PIXEL_SLACK = 0.5  # resampling overshoot that images may carry beyond 0..1 (users of them clamp)
 MAX_K_VALUES = 256  # frames of one stack
 MAX_VALUES = 1 << 28  # the largest array a file may declare: 268 M values (1 GiB as float32)
+# The models (Stage-1 adapter, Stage-2 DSFA) were trained on K in 1..30 for 512-px-wide pictures;
+# far beyond that a K is a full-size photo's K or a typo, and in the depth models' K embedding it
+# can overflow to NaN.
+MODEL_K_MAX = 1000.0
 
 
 def number(name: str, value, allowed: str = "> 0", *, minimum: float = 0.0, inclusive: bool = False,
@@ -129,6 +133,17 @@ def k_values(values: Union[Number, Iterable[Number], torch.Tensor, None], name: 
     bad = [k for k in ks if not math.isfinite(k) or k <= 0]
     if bad:
         raise ValueError(f"{name} must be finite numbers > 0 (K is a blur strength in px*m), got {bad}")
+    return ks
+
+
+def model_k_values(values, name: str = "k_values") -> list[float]:
+    """K values for the Stage-1 and Stage-2 models: :func:`k_values`, each at most ``MODEL_K_MAX``."""
+    ks = k_values(values, name)
+    absurd = [k for k in ks if k > MODEL_K_MAX]
+    if absurd:
+        raise ValueError(f"{name}: K {absurd} is far beyond what the BokehDepth models take (trained on 1..30 px*m "
+                         f"for a 512-px-wide picture; at most {MODEL_K_MAX:g} is accepted). Give the K of a 512-px-wide "
+                         "picture (the K_512 output of the K nodes), not the K of a full-size photo")
     return ks
 
 

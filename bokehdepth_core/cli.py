@@ -88,8 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_cmd_calib)
 
     b = sub.add_parser("bench", help="time a stage on this machine")
-    b.add_argument("target", choices=("depth", "render", "stack"))
-    b.add_argument("--model", default=None, help="model family for 'depth' (dav2, unidepthv2)")
+    b.add_argument("target", choices=("depth", "render", "stack", "budget"))
+    b.add_argument("--model", default=None, help="model family for 'depth' (dav2, unidepthv2); encoder for 'budget' (vits, vitb, vitl)")
     b.add_argument("--size", type=int, default=None, help="input size in pixels")
     b.add_argument("--device", default="cpu")
     b.add_argument("--repeat", type=int, default=3)

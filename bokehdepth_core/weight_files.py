@@ -1,8 +1,11 @@
-"""What a weight file holds, told from its tensor names alone: no tensor is read and no pickle is
-executed, so loaders can list only the files they can load.
+"""Weight files: what one holds, told from its tensor names alone (no tensor is read and no pickle
+is executed, so loaders can list only the files they can load), and reading one for a loader with
+messages that name the file and the fix.
 
 Safetensors files give their names from the JSON header; torch pickles (zip or legacy) from the
 strings in the pickle stream, walked with :mod:`pickletools` (which decodes opcodes, never runs them).
+Reading goes through safetensors or ``torch.load(weights_only=True)``; a damaged, truncated or
+code-carrying file and weights holding NaN or inf are refused.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ import os
 import pickletools
 import re
 import zipfile
+from typing import Any
+
+import torch
 
 ADAPTER, DEPTH_MODEL, UNKNOWN = "bokeh_adapter", "depth_model", "unknown"
 
@@ -92,3 +98,54 @@ def is_adapter(path: str) -> bool:
 
 def is_depth_model(path: str) -> bool:
     return kind(path) == DEPTH_MODEL
+
+
+# --------------------------------------------------------------------------- reading
+
+_NEEDS_CODE = re.compile(r"was not an allowed global|is blocked|must be \S+ to load")
+
+
+def read_weights(path: str, what: str, fix: str, error: type = ValueError) -> Any:
+    """The object a weight file holds: a dict of tensors (.safetensors) or the unpickled object of a
+    weights-only torch file. ``what`` names the file in messages ("adapter file"), ``fix`` says where
+    a good copy comes from; damaged files raise ``error`` (a ValueError)."""
+    name = os.path.basename(str(path))
+    if str(path).lower().endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (OSError, MemoryError):
+            raise
+        except Exception:  # noqa: BLE001 - safetensors reports damage as its own exception type
+            raise error(f"{what} '{name}' is damaged or truncated (not a complete .safetensors file); "
+                        f"download or copy it again: {fix}") from None
+    try:
+        # Not mmap'd: models adopt these tensors, and a file rewritten under a live mapping would
+        # crash the process.
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except (OSError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch reports damage as RuntimeError, UnpicklingError, EOFError ...
+        if _NEEDS_CODE.search(str(exc)):
+            raise error(f"{what} '{name}' cannot be read as a weights-only torch file: it needs code to load, "
+                        "which is refused for safety; re-save it as a plain state dict or .safetensors") from None
+        raise error(f"{what} '{name}' is damaged or truncated, or not a torch weight file; download or copy "
+                    f"it again: {fix}") from None
+
+
+def check_finite(tensors: dict, path: str, what: str, error: type = ValueError) -> None:
+    """Refuse weights holding NaN or inf: they would give NaN depth or flat frames without a word."""
+    bad = [k for k, v in tensors.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+           and not _all_finite(v)]
+    if bad:
+        raise error(f"{what} '{os.path.basename(str(path))}' has NaN or infinite weights in {len(bad)} tensor(s) "
+                    f"(first: {bad[0]}); the file is damaged or comes from a training run that diverged: "
+                    "download or copy it again, or use an earlier checkpoint")
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    try:
+        return bool(torch.isfinite(t).all())
+    except (RuntimeError, TypeError):  # e.g. float8 types without isfinite on this device
+        return bool(torch.isfinite(t.to(torch.float16)).all())

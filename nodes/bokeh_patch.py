@@ -60,7 +60,7 @@ class AdapterRuntime:
 
     def bokeh_values(self, index: int, k, batch: int, device: torch.device) -> torch.Tensor:
         """Layer ``index``'s bokeh vectors for a model batch of ``batch`` (element j: K[j mod len])."""
-        ks = tuple(checks.k_values(self.default_k if k is None else k, f"transformer_options['{K_OPTION}']"))
+        ks = tuple(checks.model_k_values(self.default_k if k is None else k, f"transformer_options['{K_OPTION}']"))
         key = (ks, str(device))
         if key not in self._values:
             if len(self._values) >= 8:
@@ -208,7 +208,7 @@ def apply_bokeh_adapter(model, adapter: BokehAdapter, k: float):
     """A clone of ``model`` whose Flux computes the bokeh adapter; ``k`` is the default K."""
     if not is_bokeh_adapter(adapter):
         raise ValueError(f"{APPLY_NODE}: adapter must come from a BokehDepth Load Bokeh Adapter node, got {type(adapter).__name__}")
-    default_k = checks.k_values(k, "k")[0]
+    default_k = checks.model_k_values(k, "k")[0]
     double, single, width = flux_blocks(model)
     check_comfyui()
     if adapter.hidden_dim != width or adapter.num_layers > len(double) + len(single):

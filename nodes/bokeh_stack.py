@@ -17,6 +17,7 @@ from ..bokehdepth_core import checks
 from ..bokehdepth_core.color import color_transfer_lab
 from ..bokehdepth_core.stage1 import (PROMPT_TEMPLATE, build_prompt, make_stack, prepare_reference, to_pil,
                                       to_tensor)
+from ..bokehdepth_core.stage1.sampling import check_guidance
 from . import comfy_seam as seam
 from .bokeh_patch import APPLY_NODE, K_OPTION, applied_adapter
 
@@ -61,8 +62,9 @@ def sample_stack(model, clip, vae, images, k_list, seed: int, steps: int, guidan
     """One :class:`BokehStack` per picture of ``images`` (``[B,H,W,3]``); frames image-major."""
     runtime = require_adapter(model)
     images = checks.image_batch(images)
-    ks = checks.k_values(k_list, "k_list")
+    ks = checks.model_k_values(k_list, "k_list")
     steps = int(checks.number("steps", steps, ">= 1", minimum=1, inclusive=True))
+    guidance = check_guidance(guidance, "guidance")
     import comfy.sample
     from comfy_extras.nodes_model_advanced import ModelSamplingFlux
 

@@ -40,9 +40,14 @@ def depth_map(value, name: str = "depth"):
     return dm
 
 
-def finite(node: str, **outputs):
+INPUT_HINT = "look for extreme values among them (a depth or focus near 0, a huge K or scale)"
+MODEL_HINT = ("the model computed NaN or inf: in fp16 its values can overflow (load it as bf16 or fp32), or its "
+              "weights or the input are damaged")
+
+
+def finite(node: str, hint: str = INPUT_HINT, **outputs):
     """Check a node's outputs (tensors, numbers or lists of them) before they leave it: a NaN or inf
-    would spoil every node downstream without a word."""
+    would spoil every node downstream without a word. ``hint``: the cause to look for."""
     for name, value in outputs.items():
         if value is None:
             continue
@@ -51,8 +56,7 @@ def finite(node: str, **outputs):
         else:
             ok = all(math.isfinite(float(v)) for v in (value if isinstance(value, (list, tuple)) else [value]))
         if not ok:
-            raise ValueError(f"{node}: its output '{name}' came out as NaN or infinite for these inputs; look for "
-                             "extreme values among them (a depth or focus near 0, a huge K or scale)")
+            raise ValueError(f"{node}: its output '{name}' came out as NaN or infinite for these inputs; {hint}")
 
 
 def image_major(frames):

@@ -6,10 +6,13 @@ VAE and samplers). The diffusers-pipeline nodes stay loadable for old workflows,
 
 from __future__ import annotations
 
-from ..bokehdepth_core import labels, stage1, weight_files
+import torch
+
+from ..bokehdepth_core import checks, labels, stage1, weight_files
 from . import bokeh_patch, bokeh_stack
 from . import comfy_seam as seam
-from .common import BOKEH_ADAPTER, BOKEH_STACK, K_LIST, KONTEXT_PIPELINE, category, image_major, model_files
+from .common import (BOKEH_ADAPTER, BOKEH_STACK, K_LIST, KONTEXT_PIPELINE, MODEL_HINT, category, finite, image_major,
+                     model_files)
 
 KONTEXT_FOLDER = "FLUX.1-Kontext-dev"
 KONTEXT_SOURCE = ("huggingface.co/black-forest-labs/FLUX.1-Kontext-dev (the whole diffusers-format repo: "
@@ -49,7 +52,8 @@ def _optional_path(name, folder: str):
     return None if name in (None, "", NONE) else seam.model_path(name, folder)
 
 
-def _outputs(stack):
+def _outputs(node: str, stack):
+    finite(node, MODEL_HINT, frames=stack.frames, reference=stack.reference)
     frames = image_major(stack.frames).to(seam.intermediate_device())
     return stack, frames, labels.caption(frames, labels.k_captions(stack.k_values))
 
@@ -139,7 +143,8 @@ class SampleBokehStack:
 
     def sample(self, model, clip, vae, image, k_list, seed, steps, guidance, sampler_name, scheduler,
                color_transfer, prompt_template=None):
-        return _outputs(bokeh_stack.sample_stack(model, clip, vae, image, k_list, seed, steps, guidance, sampler_name,
+        return _outputs(bokeh_stack.SAMPLE_NODE,
+                        bokeh_stack.sample_stack(model, clip, vae, image, k_list, seed, steps, guidance, sampler_name,
                                                  scheduler, color_transfer, prompt_template or None))
 
 
@@ -211,8 +216,10 @@ class SampleBokehStackDiffusers:
     def sample(self, pipeline, adapter, image, k_list, steps, guidance, seed, color_transfer, prompt_template=None):
         if not bokeh_patch.is_bokeh_adapter(adapter):
             raise ValueError("adapter must come from a BokehDepth Load Bokeh Adapter node")
-        progress = seam.Progress(image.shape[0] * steps)
-        return _outputs(stage1.sample_stacks(pipeline, adapter, image[..., :3], k_list, steps, guidance, seed,
+        images = checks.image_batch(image[..., :3] if isinstance(image, torch.Tensor) else image)
+        progress = seam.Progress(images.shape[0])  # the core's callback brings the step count
+        return _outputs(NODE_DISPLAY_NAME_MAPPINGS["BokehDepthSampleBokehStackDiffusers"],
+                        stage1.sample_stacks(pipeline, adapter, images, k_list, steps, guidance, seed,
                                              prompt_template or None, color_transfer, progress.callback))
 
 

@@ -7,15 +7,18 @@ GPU and its offload device, loading it before each run with the run's memory est
 from __future__ import annotations
 
 import dataclasses
+import math
 
-from ..bokehdepth_core import depth_io, stage2, weight_files
+from ..bokehdepth_core import checks, depth_io, stage2, weight_files
 from ..bokehdepth_core.stage2.checkpoints import WHERE_TO_GET
-from ..bokehdepth_core.stage2.inputs import stack_from_images
+from ..bokehdepth_core.stage2.inputs import check_inputs, stack_from_images
+from ..bokehdepth_core.stage2.model import MAX_FRAME_TOKENS
 from ..bokehdepth_core.types import BokehStack
 from . import comfy_seam as seam
-from .common import BOKEH_STACK, CAMERA, DEPTH, DEPTH_MODEL, K_LIST, category, model_files
+from .common import BOKEH_STACK, CAMERA, DEPTH, DEPTH_MODEL, K_LIST, MODEL_HINT, category, finite, model_files
 
 DEFAULT_FILE = "DAV2_dsfa_release.pth"
+MAX_INPUT_SIZE = 14 * math.isqrt(MAX_FRAME_TOKENS)  # a square image at this size fills the token budget
 LOADER = "BokehDepth Load Depth Model"
 HEADS = ["auto", "metric", "relative"]
 
@@ -30,9 +33,11 @@ def _common_inputs() -> dict:
     return {
         "model": (DEPTH_MODEL, {"tooltip": f"Depth model from '{LOADER}'."}),
         "image": ("IMAGE", {"tooltip": "Sharp reference image(s); depth comes out at this size."}),
-        "input_size": ("INT", {"default": 518, "min": 14, "max": 4096, "step": 14,
+        "input_size": ("INT", {"default": 518, "min": 14, "max": MAX_INPUT_SIZE, "step": 14,
                                "tooltip": "Short side the network sees (multiple of 14). 518 is what the "
-                                          "models were trained at; larger = finer detail, slower."}),
+                                          "models were trained at; larger = finer detail, slower. At most "
+                                          f"{MAX_FRAME_TOKENS:,} tokens (14 px patches) per frame: "
+                                          f"{MAX_INPUT_SIZE} for a square image, less for a wider one."}),
         "colormap": (list(depth_io.COLORMAPS), {"default": "Spectral",
                                                 "tooltip": "Colormap of the preview image (near = warm/bright)."}),
     }
@@ -56,17 +61,20 @@ def _to_device(dm, device):
     return dataclasses.replace(dm, meta=meta, **moved)
 
 
-def _run(managed, image, stack, k_values, input_size, colormap, camera, resolution_level):
+def _run(node, managed, image, stack, k_values, input_size, colormap, camera, resolution_level):
     managed = _check_model(managed)
     seam.check_interrupt()
     level = int(resolution_level) if resolution_level is not None and resolution_level >= 0 else None
+    # Checked before the model is loaded: a refused input must not move weights to the GPU.
+    image, stack, k_values = check_inputs(image, stack, k_values)
     frames = 0 if stack is None else int(stack.shape[1])
     memory = managed.model.memory_required(int(image.shape[1]), int(image.shape[2]), frames, managed.dtype,
                                            input_size=int(input_size), resolution_level=level)
     device = managed.load(memory)
-    progress = seam.Progress(int(image.shape[0]))
+    progress = seam.Progress(int(image.shape[0]))  # the core's callback brings the block count
     dm = stage2.estimate_depth(managed.model, image, stack, k_values, int(input_size), device=device,
                                dtype=managed.dtype, callback=progress.callback, camera=camera, resolution_level=level)
+    finite(node, MODEL_HINT, depth=dm.depth, confidence=dm.confidence, intrinsics=dm.intrinsics, points=dm.points)
     dm = _to_device(dm, seam.intermediate_device())
     return (dm, depth_io.colorize(dm.depth, cmap=colormap).to(dm.depth.device))
 
@@ -143,11 +151,12 @@ class EstimateDepthStack:
                 raise ValueError(f"bokeh_stack must be a BOKEH_STACK, got {type(bokeh_stack).__name__}")
             stack, k = bokeh_stack.frames, bokeh_stack.k_values
         elif stack_images is not None:
-            stack, k = stack_from_images(stack_images, k_list, int(image.shape[0]))
+            stack, k = stack_from_images(stack_images, k_list, checks.image_batch(image).shape[0])
         else:
             raise ValueError("connect a bokeh_stack, or stack_images with a k_list "
                              "(use 'BokehDepth Estimate Depth' for a single image without a stack)")
-        return _run(model, image, stack, k, input_size, colormap, camera, resolution_level)
+        return _run(NODE_DISPLAY_NAME_MAPPINGS["BokehDepthEstimateDepthStack"], model, image, stack, k, input_size,
+                    colormap, camera, resolution_level)
 
 
 class EstimateDepth:
@@ -163,7 +172,8 @@ class EstimateDepth:
         return {"required": _common_inputs(), "optional": _camera_input()}
 
     def estimate(self, model, image, input_size, colormap, camera=None, resolution_level=-1):
-        return _run(model, image, None, None, input_size, colormap, camera, resolution_level)
+        return _run(NODE_DISPLAY_NAME_MAPPINGS["BokehDepthEstimateDepth"], model, image, None, None, input_size,
+                    colormap, camera, resolution_level)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m bokehdepth_core bench {render,depth,stack}``.
+"""Benchmarks: ``python -m bokehdepth_core bench {render,depth,stack,budget}``.
 
 Every benchmark lives here and imports the engine it times; no engine imports this package.
 """
@@ -10,7 +10,7 @@ import importlib
 import torch
 
 # target -> module of this package whose ``run(args)`` times it
-TARGETS = {"render": "render", "depth": "depth", "stack": "stack"}
+TARGETS = {"render": "render", "depth": "depth", "stack": "stack", "budget": "budget"}
 
 
 def run(target: str, args):

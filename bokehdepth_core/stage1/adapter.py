@@ -219,7 +219,7 @@ class BokehAdapter(nn.Module):
 
     def set_k(self, k_values: Union[float, Sequence[float], torch.Tensor]) -> None:
         """Condition on raw K values; batch element j uses K[j mod len] (clamped to [1, 30] with a warning)."""
-        ks = checks.k_values(k_values)
+        ks = checks.model_k_values(k_values)
         self._state.set(self.bokeh_values(ks))
         self.k_values = ks
 

@@ -41,7 +41,7 @@ def low_rank(x: torch.Tensor, down: torch.Tensor, up: torch.Tensor, scale: Optio
 def k_condition(k_values, name: str = "k_values", device=None, dtype=torch.float32) -> torch.Tensor:
     """Raw K values -> the adapter's input ``clamp(K, 1, 30) / 30`` as ``[N, 1]``; values outside
     the trained range are clamped with a warning (prompts keep the raw K)."""
-    ks = checks.k_values(k_values, name)
+    ks = checks.model_k_values(k_values, name)
     lo, hi = K_CONDITION_RANGE
     outside = [k for k in ks if not lo <= k <= hi]
     if outside:

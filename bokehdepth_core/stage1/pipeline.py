@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Optional, Sequence
 
 import torch
@@ -42,7 +43,12 @@ def load_kontext_pipeline(path: str, dtype: torch.dtype = torch.bfloat16, device
                 f"transformer_file: '{os.path.basename(transformer_file)}' is not a FLUX.1 transformer checkpoint in "
                 f"the original (BFL) layout that diffusers can convert ({exc.__class__.__name__}: {exc}); use "
                 "flux1-kontext-dev.safetensors (bf16/fp16), or leave it empty to use the folder's transformer/") from None
-    pipe = FluxKontextPipeline.from_pretrained(str(path), local_files_only=True, **dt, **kwargs)
+    try:
+        pipe = FluxKontextPipeline.from_pretrained(str(path), local_files_only=True, **dt, **kwargs)
+    except (MemoryError, torch.OutOfMemoryError):
+        raise
+    except (OSError, ValueError, RuntimeError) as exc:  # diffusers' words for a damaged or incomplete folder
+        raise ValueError(unreadable_folder(str(path), exc)) from None
     pipe.set_progress_bar_config(disable=True)
     if loras:
         names, weights = [], []
@@ -64,3 +70,16 @@ def load_kontext_pipeline(path: str, dtype: torch.dtype = torch.bfloat16, device
     if vae_slicing:
         pipe.vae.enable_slicing()
     return pipe
+
+
+def unreadable_folder(path: str, exc: BaseException) -> str:
+    """diffusers' loading error told with the folder's name and the file inside it that failed, never
+    the machine's paths."""
+    folder, name = os.path.realpath(path), os.path.basename(os.path.normpath(path))
+    fix = "download or copy the whole FLUX.1-Kontext-dev diffusers folder again"
+    for quoted in re.findall(r"'([^']+)'", str(exc)):
+        full = os.path.realpath(quoted)
+        if full.startswith(folder + os.sep) and os.path.isfile(full):
+            return (f"FLUX.1-Kontext folder '{name}': {os.path.relpath(full, folder)} is damaged or truncated; {fix}")
+    text = str(exc).replace(str(path), name).replace(folder, name)
+    return f"FLUX.1-Kontext folder '{name}' could not be loaded, it is incomplete or damaged ({text}); {fix}"

@@ -88,6 +88,11 @@ def _steps(value) -> int:
     return int(checks.number("num_inference_steps", value, ">= 1", minimum=1, inclusive=True))
 
 
+def check_guidance(value, name: str = "guidance_scale") -> float:
+    """FLUX's distilled guidance: a finite number from 0 to 100 (the release uses 7)."""
+    return checks.number(name, value, "from 0 to 100 (the release uses 7.0)", inclusive=True, maximum=100.0)
+
+
 # --------------------------------------------------------------------------- sampling
 
 def sample_bokeh_stack(pipe, adapter, image: ImageLike, k_values: Sequence[float], num_inference_steps: int = 10,
@@ -101,8 +106,9 @@ def sample_bokeh_stack(pipe, adapter, image: ImageLike, k_values: Sequence[float
     prompts and noise). ``callback(done, total)`` runs after every denoising step and may raise to
     cancel.
     """
-    ks = checks.k_values(k_values)
+    ks = checks.model_k_values(k_values)
     steps = _steps(num_inference_steps)
+    guidance_scale = check_guidance(guidance_scale)
     source = to_pil(image)
     ref = prepare_reference(source, size_multiple(pipe))
     w, h = ref.size
@@ -141,8 +147,9 @@ def sample_stacks(pipe, adapter, images: torch.Tensor, k_values: Sequence[float]
     (reference = the 16-aligned picture the frames were made from). ``callback`` counts steps
     over the whole batch."""
     images = checks.image_batch(images)
-    ks = checks.k_values(k_values)
+    ks = checks.model_k_values(k_values)
     steps = _steps(num_inference_steps)
+    guidance_scale = check_guidance(guidance_scale)
     total = images.shape[0] * steps
     frames, refs = [], []
     for b in range(images.shape[0]):

@@ -13,6 +13,8 @@ from typing import Iterable, Sequence, Union
 
 import torch
 
+from ..weight_files import check_finite, read_weights
+
 RELEASE_BLOCKS = "0-56"
 RELEASE_LAYERS = 57  # FLUX.1: 19 double-stream + 38 single-stream attention layers
 RELEASE_RANK = 128
@@ -65,24 +67,22 @@ def compress_ids(ids: Sequence[int]) -> str:
 
 
 def read_state_dict(path: str, map_location="cpu") -> dict:
-    """A tensor dict from .safetensors or a torch pickle (``weights_only=True``)."""
+    """A tensor dict from .safetensors or a torch pickle (``weights_only=True``); damaged files and
+    weights holding NaN or inf are refused, naming the file."""
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"adapter file not found: {path}. Get {ADAPTER_FILE} from {ADAPTER_SOURCE} and put "
                                 "it in the 'bokehdepth' model folder")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path, device=str(map_location))
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # not a torch pickle, or one holding code objects
-        raise ValueError(f"adapter file '{os.path.basename(path)}' could not be read as a weights-only torch "
-                         f"pickle ({exc.__class__.__name__}); use the released {ADAPTER_FILE} or a .safetensors") from None
+    fix = f"{ADAPTER_FILE} comes from {ADAPTER_SOURCE}"
+    obj = read_weights(path, "adapter file", fix)
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"adapter file '{os.path.basename(path)}' does not hold a state dict of tensors")
+        raise ValueError(f"adapter file '{os.path.basename(path)}' does not hold a state dict of tensors; it is not "
+                         f"a BokehDepth Stage-1 adapter ({fix})")
+    check_finite(obj, path, "adapter file")
+    if str(map_location) != "cpu":
+        obj = {k: v.to(map_location) for k, v in obj.items()}
     return obj
 
 

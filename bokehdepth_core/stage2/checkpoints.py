@@ -2,11 +2,12 @@
 
 * ``read_checkpoint(path)`` -> flat state dict (pickles with ``weights_only=True``, never code;
   ``{"model": ...}`` / ``{"state_dict": ...}`` / bare; DDP ``module.`` prefix stripped;
-  ``.safetensors``).
+  ``.safetensors``); damaged files raise CheckpointError naming the file.
 * ``detect_model(state_dict)`` -> ``(family, variant)``: ``("dav2", "vits")`` for DAv2+DSFA,
   ``("dav2_plain", ...)`` for plain Depth Anything V2, ``("unidepthv2", "vitl14")`` for UniDepthV2+DSFA.
 * ``load_dsfa_checkpoint(model, path)``: strict load with one readable error; the model's
-  ``adapt_checkpoint`` (e.g. UniDepth's EMA overlay) and ``after_load`` hooks run around it.
+  ``adapt_checkpoint`` (e.g. UniDepth's EMA overlay) and ``after_load`` hooks run around it; weights
+  holding NaN or inf are refused.
 * ``build_from_checkpoint(path)``: the right model for a file, weights loaded.
 """
 
@@ -18,6 +19,7 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
+from ..weight_files import check_finite, read_weights
 from . import dav2, unidepth
 from .model import DepthModel
 from .unidepth_config import detect_unidepth
@@ -39,19 +41,7 @@ def read_raw(path: str) -> Any:
     """The file's top-level object: a dict of tensors (safetensors) or the unpickled object."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint '{path}' not found. Get the weights from {WHERE_TO_GET}.")
-    if path.lower().endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path, device="cpu")
-    try:
-        # Not mmap'd: the model adopts these tensors, and a file rewritten under a live mapping
-        # would crash the process.
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError for files that need code execution
-        raise CheckpointError(
-            f"cannot read '{path}' as a weights-only torch file ({type(exc).__name__}: {exc}). "
-            "Files that need arbitrary code to load are refused; re-save it as a plain state dict "
-            "or .safetensors.") from exc
+    return read_weights(path, "depth model file", f"get it from {WHERE_TO_GET}", CheckpointError)
 
 
 def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
@@ -155,6 +145,7 @@ def load_dsfa_checkpoint(model: nn.Module, path, state_dict: Optional[dict] = No
     if isinstance(model, DepthModel):
         state_dict = model.adapt_checkpoint(state_dict, raw)
     _check_keys(model, state_dict, path)
+    check_finite(state_dict, str(path), "depth model file", CheckpointError)
     model.load_state_dict(state_dict, strict=True, assign=assign)
     if isinstance(model, DepthModel):
         model.after_load(state_dict)

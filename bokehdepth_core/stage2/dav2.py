@@ -91,6 +91,7 @@ class DepthAnythingV2DSFA(DepthModel):
 
     family = "dav2"
     OPTIONS = ("input_size",)
+    SIZE_FIX = "lower input_size (518 is what the models were trained at)"
 
     def __init__(self, encoder: str = "vitl", features: Optional[int] = None, out_channels=None,
                  use_bn: bool = False, use_clstoken: bool = False, max_depth: float = 80.0,
@@ -199,6 +200,9 @@ class DepthAnythingV2DSFA(DepthModel):
         # (median 1) so downstream nodes see "far = larger", and keep the raw output.
         med = d.flatten(1).median(dim=1).values.clamp_min(1e-6).view(-1, 1, 1)
         return {"depth": med / d.clamp_min(med * 1e-3), "disparity": d}
+
+    def progress_modules(self) -> list[nn.Module]:
+        return [*self.pretrained.blocks, self.depth_head]
 
     def activation_bytes(self, plan: dict, frames: int, dtype: torch.dtype) -> int:
         return dav2_activation_bytes(self.config, plan["size"], frames, dtype, width=self.pretrained.embed_dim,

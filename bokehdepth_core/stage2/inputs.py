@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import checks
+from ..optics import K_CONDITION_RANGE
 from ..types import BokehStack
 
 log = logging.getLogger("BokehDepth")
@@ -20,7 +21,7 @@ log = logging.getLogger("BokehDepth")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-__all__ = ["check_inputs", "stack_from_images", "network_stack", "normalize_imagenet", "IMAGENET_MEAN",
+__all__ = ["check_inputs", "warn_untrained_k", "stack_from_images", "network_stack", "normalize_imagenet", "IMAGENET_MEAN",
            "IMAGENET_STD"]
 
 
@@ -41,6 +42,15 @@ def _check_stack(stack, batch: int) -> torch.Tensor:
     return stack
 
 
+def warn_untrained_k(k: Optional[torch.Tensor]) -> None:
+    """Log K values outside the range the models were trained on (they still run)."""
+    lo, hi = K_CONDITION_RANGE
+    outside = [] if k is None else sorted({float(v) for v in k.flatten().tolist() if not lo <= v <= hi})
+    if outside:
+        log.warning("K values %s are outside the range the depth models were trained on (%g..%g, the Stage-1 "
+                    "adapter's range): the bokeh stack may guide the depth less reliably", outside, lo, hi)
+
+
 def _check_k(k_values, batch: int, n: int) -> torch.Tensor:
     if k_values is None:
         raise ValueError(f"stack has {n} frames but no k_values were given: pass one K per frame")
@@ -49,7 +59,7 @@ def _check_k(k_values, batch: int, n: int) -> torch.Tensor:
             k_values = torch.as_tensor(k_values, dtype=torch.float32)
         except (TypeError, ValueError):
             pass
-    checks.k_values(k_values, "k_values")
+    checks.model_k_values(k_values, "k_values")
     k = torch.as_tensor(k_values, dtype=torch.float32).cpu()
     if k.ndim == 3 and k.shape[-1] == 1:
         k = k[..., 0]
@@ -99,7 +109,8 @@ def stack_from_images(frames: torch.Tensor, k_list, batch: int) -> tuple[torch.T
     ``[B*N,H,W,3]`` (image order) with one K per frame -> (stack ``[B,N,H,W,3]``, K ``[B,N]``)."""
     if k_list is None:
         raise ValueError("stack_images needs k_list: connect a K list with one K per stack frame")
-    k = torch.as_tensor(checks.k_values(k_list, "k_list"), dtype=torch.float32)
+    frames = checks.image_batch(frames, "stack_images")
+    k = torch.as_tensor(checks.model_k_values(k_list, "k_list"), dtype=torch.float32)
     n = len(k)
     if frames.shape[0] == n:
         stack = frames.unsqueeze(0).expand(batch, *frames.shape)

@@ -83,6 +83,7 @@ class UniDepthV2DSFA(DepthModel):
     family = "unidepthv2"
     OPTIONS = ("camera", "resolution_level")
     SILENT_OPTIONS = ("input_size",)  # Depth Anything's knob; UniDepthV2 sizes by resolution_level
+    SIZE_FIX = "lower resolution_level (0..9; the release's pixel budget stays within it)"
 
     def __init__(self, config: Optional[dict] = None):
         super().__init__()
@@ -97,6 +98,10 @@ class UniDepthV2DSFA(DepthModel):
     @property
     def has_dsfa(self) -> bool:
         return len(self.pixel_encoder.fusion_blocks) > 0
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.config["patch_size"])
 
     @property
     def variant(self) -> str:
@@ -177,6 +182,9 @@ class UniDepthV2DSFA(DepthModel):
             "intrinsics": intrinsics_from_network(o["intrinsics"].float(), pads, factor),
             "rays": (rays_out / rays_out.norm(dim=1, keepdim=True).clamp(min=1e-5)).permute(0, 2, 3, 1),
         }
+
+    def progress_modules(self) -> list[nn.Module]:
+        return [*self.pixel_encoder.backbone.blocks, self.pixel_decoder]
 
     def activation_bytes(self, plan: dict, frames: int, dtype: torch.dtype) -> int:
         return unidepth_activation_bytes(self.config, plan["size"], frames, dtype)

@@ -27,6 +27,17 @@ def test_bench_depth_runs(capsys):
         bench.run("depth", Args())
 
 
+def test_bench_budget_runs_one_forward_through_the_checks(capsys):
+    row = bench.run("budget", argparse.Namespace(model=None, size=56, device="cpu"))
+    assert row["tokens_per_frame"] == 16 and row["tokens_per_forward"] == 64 and row["finite"]
+    assert row["progress_calls"] == 14 and row["seconds"] > 0 and row["estimate_mb"] > 0
+    assert "caps 16,384 per frame, 65,536 per forward" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="tokens per frame"):  # beyond the cap: refused, not run
+        bench.run("budget", argparse.Namespace(model="vits", size=14 * 129, device="cpu"))
+    with pytest.raises(ValueError, match="--model"):
+        bench.run("budget", argparse.Namespace(model="dav2", size=56, device="cpu"))
+
+
 @pytest.mark.slow
 def test_benchmark_reports(capsys):
     report = bench.run("stack", argparse.Namespace(device="cpu", size=32, repeat=1, steps=2))

@@ -99,6 +99,9 @@ def test_stack_from_images():
         stack_from_images(frames, None, batch=2)
     with pytest.raises(ValueError, match="k_list is empty"):
         stack_from_images(frames, [], batch=2)
+    for bad in ("frames.png", frames[..., 0], frames[..., :2], frames[:0], frames * 255):
+        with pytest.raises(ValueError, match="stack_images"):
+            stack_from_images(bad, [1.0, 2.0, 3.0], batch=2)
 
 
 def test_network_stack_checks_forward_tensors():

@@ -158,10 +158,12 @@ def test_resolution_level_picks_network_size(small):
 
 
 def test_extreme_aspect_is_padded_like_unidepth(small):
-    out = small.estimate(torch.rand(1, 12, 400, 3))
+    out = small.estimate(torch.rand(1, 12, 96, 3))  # 8:1, the most Stage-2 takes
     h, w = out.meta["network_size"]
     assert 0.5 <= w / h <= 2.5 + 14 / h
-    assert out.depth.shape == (1, 12, 400) and torch.isfinite(out.depth).all()
+    assert out.depth.shape == (1, 12, 96) and torch.isfinite(out.depth).all()
+    with pytest.raises(ValueError, match="aspect ratio of 33.3:1"):
+        small.estimate(torch.rand(1, 12, 400, 3))
 
 
 @pytest.mark.parametrize("camera, match", [

@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from support import refusal
+from bokehdepth_core.testing import tiny_transformer
+from support import UNIDEPTH_SMALL, refusal
 
 INTERNALS = ("reshape", "buffer", "struct", "zlib", "PIL", "numpy", "tensor", "Traceback", "cannot identify",
              "truncated image", "Errno")
@@ -196,3 +197,37 @@ def test_listing_survives_hostile_files(world):
     assert "d.npy" in listed and not {"bomb.png", "junk.npy", "junk.npz", "junk.exr"} & set(listed)
     photos = ext.NODE_CLASS_MAPPINGS["BokehDepthKFromExif"].INPUT_TYPES()["required"]["image"][0]
     assert "bomb.png" not in photos
+
+
+def test_damaged_and_non_finite_weight_files_in_the_loaders(world):
+    """Load Bokeh Adapter and Load Depth Model name the damaged file and the fix; files whose weights
+    hold NaN or inf are refused at load, not turned into NaN depth or flat frames later."""
+    ext, f = world
+    core = ext.bokehdepth_core
+    adapter = core.stage1.BokehAdapter.attach(tiny_transformer(), rank=2, alpha=2)
+    adapter.detach()
+    adapter.save(str(f.models / "adapter.safetensors"))
+    adapter.save(str(f.models / "adapter.bin"))
+    torch.manual_seed(0)
+    depth = core.stage2.build_unidepthv2_dsfa(UNIDEPTH_SMALL).state_dict()
+    torch.save({"model": depth}, f.models / "depth.pth")
+    for stem in ("adapter.safetensors", "adapter.bin", "depth.pth"):
+        data = (f.models / stem).read_bytes()
+        (f.models / f"cut_{stem}").write_bytes(data[: len(data) // 2])
+    (f.models / "junk.safetensors").write_bytes(b"\xff" * 8 + b"{}")
+    nan = {k: v.clone() for k, v in depth.items()}
+    next(iter(nan.values())).view(-1)[0] = float("nan")
+    torch.save(nan, f.models / "nan_depth.pth")
+    load_adapter = ext.NODE_CLASS_MAPPINGS["BokehDepthLoadBokehAdapter"]().load
+    load_depth = ext.NODE_CLASS_MAPPINGS["BokehDepthLoadDepthModel"]().load
+    cases = [(load_adapter, "cut_adapter.safetensors"), (load_adapter, "cut_adapter.bin"),
+             (load_adapter, "junk.safetensors"), (load_depth, "cut_depth.pth"), (load_depth, "junk.safetensors"),
+             (load_depth, "release.pth"), (load_depth, "nan_depth.pth")]
+    for load, name in cases:
+        args = (name,) if load is load_adapter else (name, "fp32", "auto", 0.0)
+        msg = refusal(lambda: load(*args), name)
+        assert not [w for w in ("SafetensorError", "header too large", "Unpickl", "PytorchStreamReader", "Errno",
+                                "Traceback", "zip", "KeyError") if w in msg], msg
+        assert str(f.models) not in msg, "no folder paths in the message"
+    assert "NaN" in refusal(lambda: load_depth("nan_depth.pth", "fp32", "auto", 0.0))
+    assert load_adapter("adapter.bin")[0].source == "adapter.bin"

@@ -5,11 +5,13 @@ nodes (the copy inside the real ComfyUI and the plain one): refused by name, con
 from __future__ import annotations
 
 import math
+import types
 
 import pytest
 import torch
 
-from support import refusal
+from bokehdepth_core.testing import tiny_transformer
+from support import UNIDEPTH_SMALL, randomize, refusal
 
 
 @pytest.fixture(params=["ext", "ext_in_comfyui"])
@@ -87,3 +89,107 @@ def test_no_nan_leaves_a_node(nodes, monkeypatch):
     refusal(lambda: N["BokehDepthKFromLens"]().calibrate(2.0, 50.0, 50.0, 2.0, 512, 512), "'K'")
     monkeypatch.setattr(core.camera, "intrinsics_for", lambda *a, **k: (torch.full((1, 3, 3), math.nan), "x"))
     refusal(lambda: N["BokehDepthCameraGuess"]().make(16, 12), "camera")
+
+
+# --------------------------------------------------------------------------- Stage-1 and Stage-2 nodes
+
+def _bad_images():
+    good = torch.rand(1, 32, 32, 3)
+    nan = good.clone()
+    nan[0, 3, 3, 1] = math.nan
+    return ((nan, "NaN"), (good * 255, "255"), (good.to(torch.int32), "int32"), (good[:0], "empty"))
+
+
+def test_stage1_nodes_refuse_bad_images_and_k(nodes):
+    ext, N = nodes
+    patch = ext.nodes.bokeh_patch
+    marked = types.SimpleNamespace(model_options={"transformer_options": {patch.ADAPTER_OPTION: object()}})
+    native = N["BokehDepthSampleBokehStack"]()
+    adapter = ext.bokehdepth_core.stage1.BokehAdapter.attach(tiny_transformer(), rank=2, alpha=2)
+    adapter.detach()
+    old = N["BokehDepthSampleBokehStackDiffusers"]()
+    image = torch.rand(1, 32, 32, 3)
+    for bad, word in _bad_images():
+        refusal(lambda: native.sample(marked, None, None, bad, [10.0], 1, 1, 7.0, "euler", "simple", False),
+                "image", word)
+        refusal(lambda: old.sample(object(), adapter, bad, [10.0], 1, 7.0, 1, False), "image", word)
+    refusal(lambda: old.sample(object(), adapter, "not an image", [10.0], 1, 7.0, 1, False), "image")
+    for ks in ([0.0], [math.nan], [1e30], [5.0, 5000.0]):
+        refusal(lambda: native.sample(marked, None, None, image, ks, 1, 1, 7.0, "euler", "simple", False), "k_list")
+        refusal(lambda: old.sample(object(), adapter, image, ks, 1, 7.0, 1, False), "k_values")
+    refusal(lambda: N["BokehDepthApplyBokehAdapter"]().apply(marked, adapter, 1e30), "k")
+    refusal(lambda: native.sample(marked, None, None, image, [10.0], 1, 1, math.nan, "euler", "simple", False),
+            "guidance")
+
+
+def test_stage1_frames_are_checked_before_they_leave(nodes, monkeypatch):
+    ext, N = nodes
+    core = ext.bokehdepth_core
+    stack = core.stage1.make_stack([torch.full((2, 16, 16, 3), math.nan)], [5.0, 10.0], [torch.rand(16, 16, 3)])
+    monkeypatch.setattr(ext.nodes.bokeh_stack, "sample_stack", lambda *a, **k: stack)
+    msg = refusal(lambda: N["BokehDepthSampleBokehStack"]().sample(None, None, None, torch.rand(1, 16, 16, 3), [5.0, 10.0],
+                                                                    1, 1, 7.0, "euler", "simple", False),
+                  "Sample Bokeh Stack", "frames", "NaN")
+    assert "fp16" in msg or "weights" in msg, msg
+
+
+@pytest.fixture(scope="module")
+def depth_model():
+    def make(ext):
+        torch.manual_seed(0)
+        model = randomize(ext.bokehdepth_core.stage2.build_unidepthv2_dsfa(UNIDEPTH_SMALL), seed=2)
+        return ext.nodes.comfy_seam.ManagedModel(model, torch.float32)
+    return make
+
+
+def test_stage2_nodes_refuse_before_loading_the_model(nodes, depth_model, monkeypatch):
+    ext, N = nodes
+    managed = depth_model(ext)
+    monkeypatch.setattr(type(managed), "load", lambda *a, **k: pytest.fail("model loaded for a refused input"))
+    single, stacked = N["BokehDepthEstimateDepth"](), N["BokehDepthEstimateDepthStack"]()
+    for bad, word in _bad_images():
+        refusal(lambda: single.estimate(managed, bad, 518, "Spectral"), "image", word)
+    image = torch.rand(1, 32, 32, 3)
+    frames = torch.rand(3, 32, 32, 3)
+    for ks in ([10.0, 0.0, 30.0], [10.0, math.nan, 30.0], [10.0, 20.0, 1e30]):
+        refusal(lambda: stacked.estimate(managed, image, 518, "Spectral", stack_images=frames, k_list=ks), "k_list")
+    nan_frames = frames.clone()
+    nan_frames[1, 2, 2, 0] = math.nan
+    refusal(lambda: stacked.estimate(managed, image, 518, "Spectral", stack_images=nan_frames, k_list=[5.0, 10.0, 20.0]),
+            "stack", "NaN")
+    refusal(lambda: single.estimate(managed, torch.rand(1, 32, 2048, 3), 518, "Spectral"), "aspect", "crop")
+
+
+def test_stage2_outputs_are_checked_before_they_leave(nodes, depth_model, monkeypatch):
+    ext, N = nodes
+    managed = depth_model(ext)
+    core = ext.bokehdepth_core
+
+    def nan_depth(*a, **k):
+        return core.types.DepthMap(depth=torch.full((1, 32, 32), math.nan), meta={})
+
+    monkeypatch.setattr(core.stage2, "estimate_depth", nan_depth)
+    refusal(lambda: N["BokehDepthEstimateDepth"]().estimate(managed, torch.rand(1, 32, 32, 3), 518, "Spectral"),
+            "Estimate Depth", "depth", "NaN")
+
+
+def test_cancel_inside_a_depth_forward(ext_in_comfyui, depth_model):
+    """ComfyUI's Cancel, pressed while the first image's network runs, stops it at the next block
+    (not after the batch) and leaves no progress hook on the model."""
+    import comfy.model_management as mm
+
+    managed = depth_model(ext_in_comfyui)
+    blocks = managed.model.pixel_encoder.backbone.blocks
+    ran = []
+    ours = [b.register_forward_hook(lambda m, a, o, j=j: ran.append(j)) for j, b in enumerate(blocks)]
+    ours.append(blocks[1].register_forward_pre_hook(lambda m, a: mm.interrupt_current_processing(True)))
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            ext_in_comfyui.NODE_CLASS_MAPPINGS["BokehDepthEstimateDepth"]().estimate(
+                managed, torch.rand(2, 28, 28, 3), 518, "Spectral")
+    finally:
+        for handle in ours:
+            handle.remove()
+        mm.interrupt_current_processing(False)
+    assert ran == [0], ran
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in managed.model.modules())

@@ -38,6 +38,19 @@ def test_registered():
     assert names["BokehDepthLoadDepthModel"] == "BokehDepth Load Depth Model"
     assert names["BokehDepthEstimateDepthStack"] == "BokehDepth Estimate Depth (Bokeh Stack)"
     assert names["BokehDepthEstimateDepth"] == "BokehDepth Estimate Depth"
+
+
+def test_input_size_widget_stays_within_the_token_budget():
+    """Every input_size the widget offers can run (a square image at the largest gives the most
+    tokens a frame may have); the tooltip says where the limit comes from."""
+    spec = N["BokehDepthEstimateDepth"].INPUT_TYPES()["required"]["input_size"][1]
+    with torch.device("meta"):
+        vits = S2.build_dav2_dsfa("vits")
+    top = spec["max"]
+    assert vits.memory_required(top, top, 3, input_size=top) > 0
+    with pytest.raises(ValueError, match="input_size"):
+        vits.memory_required(top, top, 0, input_size=top + spec["step"])
+    assert "tokens" in spec["tooltip"]
     for nid in ("BokehDepthLoadDepthModel", "BokehDepthEstimateDepthStack", "BokehDepthEstimateDepth"):
         assert N[nid].CATEGORY == "BokehDepth/Depth"
     assert N["BokehDepthLoadDepthModel"].RETURN_TYPES[0] == "BOKEHDEPTH_MODEL"
