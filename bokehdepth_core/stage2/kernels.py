@@ -61,7 +61,7 @@ class Linear(nn.Linear):
 
 
 # Query rows per score block of the CPU attention: bounds its buffer to rows x keys floats.
-_ATTN_ROWS = 2048
+_ATTN_ROWS = 512
 
 
 def _attention_onednn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
@@ -73,12 +73,13 @@ def _attention_onednn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: 
     k = k.contiguous()
     vt = v.transpose(-2, -1).contiguous()
     mm = torch.ops.mkldnn._linear_pointwise
+    step = -(-n // -(-n // _ATTN_ROWS))  # equal blocks of at most _ATTN_ROWS rows
     for i in range(b):
         for j in range(h):
-            for r in range(0, n, _ATTN_ROWS):
-                s = mm(q[i, j, r:r + _ATTN_ROWS], k[i, j], None, "none", [], "")
+            for r in range(0, n, step):
+                s = mm(q[i, j, r:r + step], k[i, j], None, "none", [], "")
                 torch.softmax(s, -1, out=s)
-                out[i, r:r + _ATTN_ROWS, j] = mm(s, vt[i, j], None, "none", [], "")
+                out[i, r:r + step, j] = mm(s, vt[i, j], None, "none", [], "")
     return out.transpose(1, 2)
 
 

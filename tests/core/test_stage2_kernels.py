@@ -55,7 +55,7 @@ def test_attention_explicit_scale():
     assert _rel(kernels.attention(q, k, v), plain) < 1e-6
 
 
-@pytest.mark.parametrize("rows", [2048, 48])  # 48: query rows in several score blocks
+@pytest.mark.parametrize("rows", [512, 48])  # 48: query rows in several score blocks
 def test_attention_per_head_kernel(monkeypatch, rows):
     monkeypatch.setattr(kernels, "_ATTN_ROWS", rows)
     torch.manual_seed(3)
