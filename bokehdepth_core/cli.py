@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="cpu")
     b.add_argument("--repeat", type=int, default=3)
     b.add_argument("--steps", type=int, default=None, help="denoising steps for 'stack' (default 10)")
+    b.add_argument("--fast-paths", default="all",
+                   help="for 'depth': opt-in fast paths to measure, all, none or some of bfloat16,tokens,compile")
     b.set_defaults(func=_cmd_bench)
 
     from .train import register as register_training  # train, eval and synth --train

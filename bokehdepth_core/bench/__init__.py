@@ -52,6 +52,27 @@ def peak_memory_mb(device: torch.device) -> tuple[str, float]:
         return "process_max_rss", float("nan")
 
 
+def peak_allocated_mb(fn, device: torch.device) -> tuple[str, float]:
+    """(what was measured, MiB) while ``fn()`` runs: the CUDA allocator's peak on a GPU, else the
+    peak of the tensors allocated and not yet freed during the call (torch's profiler)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        sync(device)
+        return "cuda_max_allocated", torch.cuda.max_memory_allocated(device) / 2 ** 20
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    current = top = 0
+    for _, nbytes in events:
+        current += nbytes
+        top = max(top, current)
+    return "tensors_allocated", top / 2 ** 20
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

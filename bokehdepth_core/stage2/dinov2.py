@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .kernels import Linear, attention, linear, residual
+
 __all__ = ["DinoV2", "build_dinov2", "Mlp", "LayerScale", "DINOV2_CONFIGS", "ATTN_SCALES"]
 
 ATTN_SCALES = ("standard", "release_sdpa")
@@ -50,29 +52,28 @@ class Attention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.scale = self.head_dim ** -0.5
         self.double_scale = False
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, dim * 3)
+        self.proj = Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        if self.double_scale:
-            q = q * self.scale  # SDPA scales once more: logits q.k/head_dim, as the release on GPU
-        out = F.scaled_dot_product_attention(q, k, v)
+        # double_scale: logits q.k/head_dim, as the release's SDPA computes them on a pre-scaled q
+        out = attention(q, k, v, 1.0 / self.head_dim if self.double_scale else None)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
 class Mlp(nn.Module):
+    """fc1, exact GELU, fc2."""
+
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc1 = Linear(dim, hidden)
+        self.fc2 = Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.fc2(linear(x, self.fc1.weight, self.fc1.bias, gelu=True))
 
 
 class SwiGLU(nn.Module):
@@ -81,8 +82,8 @@ class SwiGLU(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
         hidden = (int(hidden * 2 / 3) + 7) // 8 * 8
-        self.w12 = nn.Linear(dim, 2 * hidden)
-        self.w3 = nn.Linear(hidden, dim)
+        self.w12 = Linear(dim, 2 * hidden)
+        self.w3 = Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = self.w12(x).chunk(2, dim=-1)
@@ -110,8 +111,8 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim, init_values)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x)))
-        return x + self.ls2(self.mlp(self.norm2(x)))
+        x = residual(x, self.attn(self.norm1(x)), self.ls1.gamma)
+        return residual(x, self.mlp(self.norm2(x)), self.ls2.gamma)
 
 
 class DinoV2(nn.Module):

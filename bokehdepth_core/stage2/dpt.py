@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .kernels import conv_layout
+
 __all__ = ["DPTHead"]
 
 
@@ -85,9 +87,11 @@ class DPTHead(nn.Module):
             nn.Conv2d(32, 1, 1),
             nn.Sigmoid() if metric else nn.ReLU(),
         )
+        conv_layout(self, torch.device("cpu"))
 
     def forward(self, features, patch_h: int, patch_w: int) -> torch.Tensor:
         """features: four (patch tokens ``[B,L,D]``, class token ``[B,D]``) pairs -> ``[B,1,14h,14w]``."""
+        conv_layout(self, features[0][0].device)
         maps = []
         for i, (tokens, cls) in enumerate(features):
             if self.use_clstoken:

@@ -16,9 +16,9 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .dinov2 import Mlp
+from .kernels import Linear, attention, linear, residual
 
 __all__ = ["DSFABlock", "DSFAAttention"]
 
@@ -26,8 +26,8 @@ __all__ = ["DSFABlock", "DSFAAttention"]
 class DSFAAttention(nn.Module):
     """Multi-head self-attention with a fused qkv projection and ``out_proj``.
 
-    ``double_scale=True`` (no bias): logits q.k/head_dim, as the release's SDPA path.
-    With an additive ``attn_bias``: logits q.k/sqrt(head_dim) + bias, as its explicit path.
+    Without a bias: logits q.k/head_dim, as the release's SDPA path. With an additive
+    ``attn_bias``: logits q.k/sqrt(head_dim) + bias, as its explicit path.
     """
 
     def __init__(self, embed_dim: int, num_heads: int = 8):
@@ -38,8 +38,8 @@ class DSFAAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
         self.scale = self.head_dim ** -0.5
-        self.qkv = nn.Linear(embed_dim, embed_dim * 3)
-        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        self.qkv = Linear(embed_dim, embed_dim * 3)
+        self.out_proj = Linear(embed_dim, embed_dim)
 
     def forward(self, x: torch.Tensor, attn_bias: Optional[torch.Tensor] = None,
                 num_queries: Optional[int] = None) -> torch.Tensor:
@@ -51,16 +51,15 @@ class DSFAAttention(nn.Module):
             # Project q for the attending rows only; k and v from the same fused weight's other rows.
             w, bias = self.qkv.weight, self.qkv.bias
             n = num_queries
-            q = F.linear(x[:, :n], w[:d], bias[:d]).reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
-            k, v = F.linear(x, w[d:], bias[d:]).reshape(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            q = linear(x[:, :n], w[:d], bias[:d]).reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+            k, v = linear(x, w[d:], bias[d:]).reshape(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
             if attn_bias is not None:
                 attn_bias = attn_bias[..., :n, :]
-        q = q * self.scale
         if attn_bias is None:
-            # SDPA applies its default 1/sqrt(head_dim) on top of the pre-scaled q (release quirk).
-            out = F.scaled_dot_product_attention(q, k, v)
+            # The release pre-scales q and SDPA scales again: one explicit 1/head_dim.
+            out = attention(q, k, v, 1.0 / self.head_dim)
         else:
-            scores = q @ k.transpose(-2, -1)
+            scores = (q * self.scale) @ k.transpose(-2, -1)
             if attn_bias.dim() == 3:
                 attn_bias = attn_bias.unsqueeze(1)
             out = (scores + attn_bias).softmax(dim=-1) @ v
@@ -102,8 +101,8 @@ class DSFABlock(nn.Module):
     def _space(self, x: torch.Tensor, k_tokens: torch.Tensor) -> torch.Tensor:
         b, f, l, d = x.shape
         seq = torch.cat([k_tokens.reshape(b * f, 1, d), x.reshape(b * f, l, d)], dim=1)
-        seq = seq + self.space_attn(self.ln_space_attn(seq)) * self.gamma_space_attn
-        seq = seq + self.space_ffn(self.ln_space_ffn(seq)) * self.gamma_space_ffn
+        seq = residual(seq, self.space_attn(self.ln_space_attn(seq)), self.gamma_space_attn)
+        seq = residual(seq, self.space_ffn(self.ln_space_ffn(seq)), self.gamma_space_ffn)
         return seq[:, 1:].reshape(b, f, l, d)
 
     def _focus(self, x: torch.Tensor, k_values: torch.Tensor, scale: torch.Tensor,
@@ -116,8 +115,9 @@ class DSFABlock(nn.Module):
         bias = -self.alibi_scale * (k[:, :1, None] - k[:, None, :]).abs()  # [B, 1, F]
         bias = bias.to(x.dtype).unsqueeze(1).expand(b, l, 1, f).reshape(b * l, 1, f)
         seq = x.permute(0, 2, 1, 3).reshape(b * l, f, d)
-        ref = seq[:, :1] + self.focus_attn(self.ln_focus_attn(seq), attn_bias=bias, num_queries=1) * self.gamma_focus_attn
-        ref = ref + self.focus_ffn(self.ln_focus_ffn(ref)) * self.gamma_focus_ffn
+        ref = residual(seq[:, :1], self.focus_attn(self.ln_focus_attn(seq), attn_bias=bias, num_queries=1),
+                       self.gamma_focus_attn)
+        ref = residual(ref, self.focus_ffn(self.ln_focus_ffn(ref)), self.gamma_focus_ffn)
         return ref.reshape(b, l, d)
 
     def forward(self, ref_patches: torch.Tensor, stack_patches: Optional[torch.Tensor] = None,

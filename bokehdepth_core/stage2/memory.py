@@ -6,8 +6,9 @@ one after the other. With ``F`` encoder frames (reference + stack), ``T`` tokens
 ``D``, FFN hidden width ``Hd`` (4 D), ``n`` taps, ``g`` patch-grid cells, ``P = 196 g`` network
 pixels (patch 14) and ``s`` bytes per element:
 
-* encoder + DSFA: ``F*T*((n + 4)*D + 2*Hd)*s`` — one block's peak (residual stream, its norm, the
-  FFN's hidden layer before and after the activation), the kept taps, DSFA's concatenated frames;
+* encoder + DSFA: ``F*T*((n + 4)*D + Hd)*s`` — one block's peak (residual stream, its norm, the
+  FFN's hidden layer, whose activation is applied in place, and its output, which becomes the next
+  residual stream in place), the kept taps, DSFA's concatenated frames;
 * Depth Anything V2's DPT head (reference only, ``f`` fusion width, ``c0..c3`` projection widths):
   every map of the head lives until its end, then the last convolutions run at full network
   resolution: ``g*(16*c0 + 4*c1 + c2 + c3/4 + 139*f)*s + P*(f + 66)*s``;
@@ -15,13 +16,14 @@ pixels (patch 14) and ``s`` bytes per element:
   the four prompted levels ``4*g*C`` plus the largest of its stages — prompt attention ``10*g*C``,
   upsampling ``32*g*C + 64*g*l``, output heads ``P*(l/2 + 64) + 192*g*l`` — all times ``s``, plus
   ``48*P`` bytes of fp32 outputs (radius, confidence, rays, points);
-* the head phase also holds what the encoder hands over: ``(F + n)*T*D*s``;
-* inputs, in fp32 whatever the model's dtype: ``12*F*(2*H*W + 3*h*w)`` bytes for an ``H x W`` image
-  and an ``h x w`` network input (the frames on the device, resized, normalised).
+* the head phase also holds what the encoder hands over: ``(F + n)*T*D*s`` for Depth Anything V2
+  (its unfused taps are views of all frames' outputs), ``n*T*D*s`` for UniDepthV2 (the reference's);
+* inputs, in fp32 whatever the model's dtype: ``12*F*(H*W + 2*h*w)`` bytes for an ``H x W`` image
+  and an ``h x w`` network input (the frames on the device, resized and normalised, and batched).
 
 An estimate is the inputs plus the larger of the two phases. Checked against the peak of the tensors
 an estimate allocates on CPU in fp32 (torch's profiler; tests/core/test_stage2_memory.py): the
-formula stays above it by 10-60 % (Depth Anything V2 vits/vitb/vitl, UniDepthV2 release and small
+formula stays above it by 5-45 % (Depth Anything V2 vits/vitb/vitl, UniDepthV2 release and small
 configurations, 0-9 stack frames).
 """
 
@@ -39,11 +41,11 @@ def _size(dtype: torch.dtype) -> int:
 
 def input_bytes(frames: int, image_size: tuple[int, int], network_size: tuple[int, int]) -> int:
     (H, W), (h, w) = image_size, network_size
-    return 12 * frames * (2 * H * W + 3 * h * w)
+    return 12 * frames * (H * W + 2 * h * w)
 
 
 def encoder_bytes(frames: int, tokens: int, width: int, taps: int, dtype: torch.dtype) -> int:
-    return frames * tokens * ((taps + 4) * width + 2 * 4 * width) * _size(dtype)
+    return frames * tokens * ((taps + 4) * width + 4 * width) * _size(dtype)
 
 
 def dpt_head_bytes(grid: tuple[int, int], features: int, out_channels, dtype: torch.dtype) -> int:
@@ -60,9 +62,9 @@ def unidepth_decoder_bytes(grid: tuple[int, int], hidden: int, out_dim: int, dty
     return int((4 * g * hidden + max(stages)) * _size(dtype) + 48 * 196 * g)
 
 
-def _phases(encoder: int, head: int, frames: int, tokens: int, width: int, taps: int, dtype: torch.dtype) -> int:
-    handed_over = (frames + taps) * tokens * width * _size(dtype)
-    return max(encoder, head + handed_over)
+def _phases(encoder: int, head: int, kept: int, tokens: int, width: int, dtype: torch.dtype) -> int:
+    """The larger phase; the head phase also holds ``kept`` token maps of the encoder."""
+    return max(encoder, head + kept * tokens * width * _size(dtype))
 
 
 def dav2_activation_bytes(config: dict, size: tuple[int, int], frames: int, dtype: torch.dtype,
@@ -72,7 +74,7 @@ def dav2_activation_bytes(config: dict, size: tuple[int, int], frames: int, dtyp
     tokens = grid[0] * grid[1] + 1
     return _phases(encoder_bytes(frames, tokens, width, taps, dtype),
                    dpt_head_bytes(grid, config["features"], config["out_channels"], dtype),
-                   frames, tokens, width, taps, dtype)
+                   frames + taps, tokens, width, dtype)
 
 
 def unidepth_activation_bytes(config: dict, size: tuple[int, int], frames: int, dtype: torch.dtype) -> int:
@@ -83,4 +85,4 @@ def unidepth_activation_bytes(config: dict, size: tuple[int, int], frames: int, 
     width, taps = config["embed_dim"], len(config["output_idx"])
     return _phases(encoder_bytes(frames, tokens, width, taps, dtype),
                    unidepth_decoder_bytes(grid, config["hidden_dim"], config["out_dim"], dtype),
-                   frames, tokens, width, taps, dtype)
+                   taps, tokens, width, dtype)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ..camera import pinhole_rays
 from .dinov2 import LayerScale
+from .kernels import Linear, attention, conv_layout, linear
 
 __all__ = ["UniDepthDecoder", "fourier_features", "ray_angles"]
 
@@ -27,11 +28,11 @@ class MLP(nn.Module):
     def __init__(self, dim: int, expansion: int = 4, output_dim: Optional[int] = None):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
-        self.proj1 = nn.Linear(dim, int(dim * expansion))
-        self.proj2 = nn.Linear(int(dim * expansion), output_dim or dim)
+        self.proj1 = Linear(dim, int(dim * expansion))
+        self.proj2 = Linear(int(dim * expansion), output_dim or dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj2(F.gelu(self.proj1(self.norm(x))))
+        return self.proj2(linear(self.norm(x), self.proj1.weight, self.proj1.bias, gelu=True))
 
 
 class AttentionBlock(nn.Module):
@@ -44,11 +45,11 @@ class AttentionBlock(nn.Module):
         context_dim = context_dim or dim
         self.num_heads = num_heads
         self.mlp = MLP(dim, expansion)
-        self.kv = nn.Linear(context_dim, dim * 2, bias=use_bias)
-        self.q = nn.Linear(dim, dim, bias=use_bias)
+        self.kv = Linear(context_dim, dim * 2, bias=use_bias)
+        self.q = Linear(dim, dim, bias=use_bias)
         self.norm_attnx = nn.LayerNorm(dim)
         self.norm_attnctx = nn.LayerNorm(context_dim)
-        self.out = nn.Linear(dim, dim, bias=use_bias)
+        self.out = Linear(dim, dim, bias=use_bias)
         self.ls1 = LayerScale(dim, layer_scale) if layer_scale > 0 else nn.Identity()
         self.ls2 = LayerScale(dim, layer_scale) if layer_scale > 0 else nn.Identity()
 
@@ -62,7 +63,7 @@ class AttentionBlock(nn.Module):
         q = self._heads(self.q(self.norm_attnx(x)))
         if pos_embed is not None:
             q = q + self._heads(pos_embed)
-        out = F.scaled_dot_product_attention(q, self._heads(k), self._heads(v))
+        out = attention(q, self._heads(k), self._heads(v))
         return self.out(out.transpose(1, 2).reshape(b, n, c))
 
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None,
@@ -86,7 +87,7 @@ class AttentionLayer(nn.Module):
 class ListAdapter(nn.Module):
     def __init__(self, input_dims: Sequence[int], hidden_dim: int):
         super().__init__()
-        self.input_adapters = nn.ModuleList(nn.Linear(d, hidden_dim) for d in input_dims)
+        self.input_adapters = nn.ModuleList(Linear(d, hidden_dim) for d in input_dims)
 
     def forward(self, xs):
         return [adapter(x) for adapter, x in zip(self.input_adapters, xs)]
@@ -176,7 +177,7 @@ class DepthHead(nn.Module):
         self.depth_mlp = nn.ModuleList()
         self.process_features = nn.ModuleList()
         self.prompt_camera = nn.ModuleList()
-        self.to_latents = nn.Linear(hidden_dim, hidden_dim)
+        self.to_latents = Linear(hidden_dim, hidden_dim)
         for _ in range(num_levels):
             self.prompt_camera.append(AttentionLayer(1, hidden_dim, num_heads=num_heads, expansion=expansion,
                                                      layer_scale=-1.0, context_dim=hidden_dim, use_bias=False))
@@ -189,9 +190,9 @@ class DepthHead(nn.Module):
             self.process_features.append(nn.ConvTranspose2d(hidden_dim, current_dim, stride, stride=stride))
             self.ups.append(ResUpsampleBil(current_dim, output_dim, depth, kernel_size, layer_scale))
             last = i == len(depths) - 1
-            self.depth_mlp.append(nn.Sequential(nn.LayerNorm(next_dim), nn.Linear(next_dim, output_dim))
+            self.depth_mlp.append(nn.Sequential(nn.LayerNorm(next_dim), Linear(next_dim, output_dim))
                                   if last else nn.Identity())
-        self.confidence_mlp = nn.Sequential(nn.LayerNorm(next_dim), nn.Linear(next_dim, output_dim))
+        self.confidence_mlp = nn.Sequential(nn.LayerNorm(next_dim), Linear(next_dim, output_dim))
 
         def conv(cin, cout, k):
             return nn.Conv2d(cin, cout, k, padding=k // 2, padding_mode="reflect" if k > 1 else "zeros")
@@ -200,6 +201,7 @@ class DepthHead(nn.Module):
         self.to_confidence_lr = conv(output_dim, output_dim // 2, 3)
         self.to_depth_hr = nn.Sequential(conv(output_dim // 2, 32, 3), nn.LeakyReLU(), conv(32, 1, 1))
         self.to_confidence_hr = nn.Sequential(conv(output_dim // 2, 32, 3), nn.LeakyReLU(), conv(32, 1, 1))
+        conv_layout(self, torch.device("cpu"))
 
     def embed_rays(self, rays: torch.Tensor, full: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
         """rays ``[B,H*W,3]`` at the input size -> Fourier embedding ``[B,h*w,C]`` on the patch grid."""
@@ -218,6 +220,7 @@ class DepthHead(nn.Module):
 
     def forward(self, features, rays: torch.Tensor, full: tuple[int, int], grid: tuple[int, int]):
         """features: 4 x ``[B,h,w,C]``; rays ``[B,H*W,3]`` -> (log-radius, log-confidence) ``[B,1,H,W]``."""
+        conv_layout(self, features[0].device)
         emb = self.embed_rays(rays.float(), full, grid).to(features[0].dtype)
         h, w = grid
         cond = []

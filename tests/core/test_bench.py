@@ -16,15 +16,19 @@ def test_bench_render_command(capsys):
 
 
 def test_bench_depth_runs(capsys):
-    class Args:
-        model, size, device, repeat = "dav2", 28, "cpu", 1
-
-    bench.run("depth", Args())
+    args = argparse.Namespace(model="dav2", size=28, device="cpu", repeat=1, fast_paths="bfloat16,tokens")
+    report = bench.run("depth", args)
     out = capsys.readouterr().out
-    assert "N=0" in out and "N=3" in out and "ratio N=3/N=0" in out
-    Args.model = "nope"
-    with pytest.raises(ValueError, match="--model"):
-        bench.run("depth", Args())
+    assert "N=0:" in out and "N=3:" in out and "N=3 / N=0:" in out and "GFLOP/s" in out
+    entry = report["models"]["dav2"]
+    assert entry["N=3"]["gflop"] > 3 * entry["N=0"]["gflop"] > 0  # the encoder sees four frames
+    assert entry["N=0"]["seconds"] > 0 and entry["N=0"]["peak_mib"] > 0
+    assert set(entry["fast_paths"]) == {"bfloat16", "input_size 14 (about half the tokens)"}
+    bf16 = entry["fast_paths"]["bfloat16"]
+    assert 0 < bf16["abs_rel"] < 0.2 and bf16["time_ratio"] > 0  # changed, but not a different answer
+    for bad in ({"model": "nope"}, {"fast_paths": "fp4"}):
+        with pytest.raises(ValueError, match="--model|--fast-paths"):
+            bench.run("depth", argparse.Namespace(**{**vars(args), **bad}))
 
 
 def test_bench_budget_runs_one_forward_through_the_checks(capsys):

@@ -3,23 +3,15 @@ allocates (measured on CPU in fp32 with torch's profiler), and how they scale.""
 
 import pytest
 import torch
-from torch.profiler import ProfilerActivity, profile
 
+from bokehdepth_core.bench import peak_allocated_mb
 from bokehdepth_core.stage2 import build_dav2_dsfa, build_unidepthv2_dsfa
 from support import UNIDEPTH_SMALL
 
 
 def peak_allocated(fn) -> int:
     """Peak bytes of tensors allocated (and not yet freed) while ``fn`` runs."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == "[memory]")
-    current = top = 0
-    for _, nbytes in events:
-        current += nbytes
-        top = max(top, current)
-    return top
+    return int(peak_allocated_mb(fn, torch.device("cpu"))[1] * 2 ** 20)
 
 
 @pytest.fixture(scope="module")
