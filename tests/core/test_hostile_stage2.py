@@ -125,7 +125,8 @@ def test_non_finite_depth_is_a_clear_error():
     torch.manual_seed(1)
     model = randomize(build_unidepthv2_dsfa(UNIDEPTH_SMALL), seed=7)
     with torch.no_grad():
-        model.pixel_decoder.depth_layer.to_depth_lr.weight.view(-1)[0] = math.nan
+        w = model.pixel_decoder.depth_layer.to_depth_lr.weight
+        w[(0,) * w.dim()] = math.nan  # any layout (convolution weights may be channels-last)
     msg = refusal(lambda: estimate_depth(model, torch.rand(2, 28, 28, 3)), "NaN", "image 0")
     assert "weights" in msg and "fp32" in msg, msg
 
