@@ -86,13 +86,13 @@ def network_inputs(model, size, device: torch.device, frames: int):
 
 
 def demo_inputs(size: int, device: torch.device):
-    """Demo scenes (image ``[1,S,S,3]``, stack ``[1,3,S,S,3]`` rendered at the scenes' K, K ``[1,3]``)."""
+    """Demo scenes (image ``[1,S,S,3]``, stack ``[1,3,S,S,3]`` rendered at :data:`STACK_K`, K ``[1,3]``)."""
     out = []
     for seed in SCENES:
         scene = make_scene(seed, size, n_k=len(STACK_K))
-        frames = [render_bokeh(scene.image, scene.disparity, k, scene.focus_disparity) for k in scene.k_values]
+        frames = [render_bokeh(scene.image, scene.disparity, k, scene.focus_disparity) for k in STACK_K]
         stack = torch.stack(frames, 1)
-        out.append((scene.image.to(device), stack.to(device), torch.tensor([scene.k_values], device=device)))
+        out.append((scene.image.to(device), stack.to(device), torch.tensor([STACK_K], device=device)))
     return out
 
 
@@ -157,7 +157,8 @@ def bench_fast_paths(model, args, device: torch.device, repeat: int) -> dict:
     names = fast_path_names(getattr(args, "fast_paths", None))
     if not names:
         return {}
-    size = args.size or (518 if model.family == "dav2" else 480)
+    # UniDepthV2 at 560² (about a 640x480 photo's pixels): resolution_level 0 then lowers its budget
+    size = args.size or (518 if model.family == "dav2" else 560)
     scenes = demo_inputs(size, device)
 
     base = {"input_size": size} if model.family == "dav2" else {}

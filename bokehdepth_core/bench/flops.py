@@ -62,9 +62,9 @@ def _extra_formulas() -> dict:
     """FLOP formulas torch's counter lacks: the oneDNN linear kernel and SDPA on CPU."""
     extra = {}
     if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-        extra[torch.ops.mkldnn._linear_pointwise.default] = _linear_pointwise_flops
+        extra[torch.ops.mkldnn._linear_pointwise] = _linear_pointwise_flops  # keyed by op packet
     if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
-        extra[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default] = _sdpa_cpu_flops
+        extra[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_cpu_flops
     return extra
 
 

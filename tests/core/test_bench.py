@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
+import torch
 
 from bokehdepth_core import bench, cli
 
@@ -40,6 +41,17 @@ def test_bench_budget_runs_one_forward_through_the_checks(capsys):
         bench.run("budget", argparse.Namespace(model="vits", size=14 * 129, device="cpu"))
     with pytest.raises(ValueError, match="--model"):
         bench.run("budget", argparse.Namespace(model="dav2", size=56, device="cpu"))
+
+
+def test_flops_of_the_stage2_kernels():
+    from bokehdepth_core.bench.flops import count_flops
+    from bokehdepth_core.stage2 import kernels
+
+    x, w = torch.randn(300, 32), torch.randn(64, 32)
+    q = torch.randn(2, 3, 100, 16)
+    with torch.no_grad():
+        assert count_flops(lambda: kernels.linear(x, w)) == 2 * 300 * 32 * 64
+        assert count_flops(lambda: kernels.attention(q, q, q, 0.25)) == 4 * 2 * 3 * 100 * 100 * 16
 
 
 @pytest.mark.slow
