@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import mesh_files
-from .pointcloud import COORDINATES, views
+from .pointcloud import check_grid, views
 from .types import DepthMap, ProgressFn
 
 __all__ = ["grid_mesh", "write_meshes"]
@@ -33,12 +33,7 @@ def grid_mesh(points: torch.Tensor, colors: Optional[torch.Tensor] = None, confi
     pixels are usable, its depths differ by at most ``max_depth_jump`` x the nearest one (0 = no
     cut) and no edge is longer than ``max_edge`` metres (0 = no cut). Unused vertices are dropped.
     """
-    if points.ndim != 3 or points.shape[-1] != 3:
-        raise ValueError(f"points must be [H,W,3], got shape {tuple(points.shape)}")
-    if int(stride) < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
-    if coordinates not in COORDINATES:
-        raise ValueError(f"coordinates must be one of {COORDINATES}, got {coordinates!r}")
+    check_grid(points, stride, coordinates)
     if max_depth_jump < 0 or max_edge < 0:
         raise ValueError(f"max_depth_jump and max_edge must be >= 0, got {max_depth_jump}, {max_edge}")
     h, w, _ = points.shape

@@ -20,7 +20,7 @@ from .camera import check_camera, pixel_grid
 from .checks import depth_batch, image_batch
 from .types import DepthMap, ProgressFn
 
-__all__ = ["depth_to_points", "points_for", "unit_confidence", "point_cloud", "views", "write_point_clouds", "COORDINATES"]
+__all__ = ["depth_to_points", "points_for", "unit_confidence", "check_grid", "point_cloud", "views", "write_point_clouds", "COORDINATES"]
 
 COORDINATES = ("opencv", "opengl")
 
@@ -57,6 +57,16 @@ def unit_confidence(depth: DepthMap) -> Optional[torch.Tensor]:
     return conf / conf.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
 
 
+def check_grid(points: torch.Tensor, stride: int, coordinates: str) -> None:
+    """The options every export of one view's ``[H,W,3]`` points shares."""
+    if points.ndim != 3 or points.shape[-1] != 3:
+        raise ValueError(f"points must be [H,W,3], got shape {tuple(points.shape)}")
+    if int(stride) < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if coordinates not in COORDINATES:
+        raise ValueError(f"coordinates must be one of {COORDINATES}, got {coordinates!r}")
+
+
 def point_cloud(points: torch.Tensor, colors: Optional[torch.Tensor] = None, confidence: Optional[torch.Tensor] = None,
                 stride: int = 1, max_depth: float = 0.0, min_confidence: float = 0.0,
                 coordinates: str = "opencv") -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
@@ -64,12 +74,7 @@ def point_cloud(points: torch.Tensor, colors: Optional[torch.Tensor] = None, con
     float32 ``[M,3]``, uint8 colours ``[M,3]`` and confidence ``[M]``, keeping finite points with
     z > 0, every ``stride``-th pixel, z <= ``max_depth`` (0 = no limit) and confidence >=
     ``min_confidence``."""
-    if points.ndim != 3 or points.shape[-1] != 3:
-        raise ValueError(f"points must be [H,W,3], got shape {tuple(points.shape)}")
-    if int(stride) < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
-    if coordinates not in COORDINATES:
-        raise ValueError(f"coordinates must be one of {COORDINATES}, got {coordinates!r}")
+    check_grid(points, stride, coordinates)
     h, w, _ = points.shape
     s = int(stride)
     pts = points[::s, ::s].float().cpu()

@@ -24,9 +24,18 @@ def _to_device(dm: DepthMap) -> DepthMap:
     return dm
 
 
-_DEPTH_OUT = (DEPTH, "IMAGE", "STRING")
-_DEPTH_NAMES = ("depth", "preview", "info")
-_DEPTH_TIPS = ("Metric depth for every BokehDepth node.", "Colourised preview.", "Size, valid share and range.")
+class _DepthIn:
+    """Another source's depth in: our DEPTH, its preview and a summary."""
+    CATEGORY = CAT
+    FUNCTION = "convert"
+    RETURN_TYPES = (DEPTH, "IMAGE", "STRING")
+    RETURN_NAMES = ("depth", "preview", "info")
+    OUTPUT_TOOLTIPS = ("Metric depth for every BokehDepth node.", "Colourised preview.", "Size, valid share and range.")
+
+    @staticmethod
+    def outputs(dm: DepthMap) -> tuple:
+        dm = _to_device(dm)
+        return (dm, _preview(dm), depth_io.describe(dm))
 
 
 class DepthToImage:
@@ -73,14 +82,9 @@ def _scale_input(tip: str):
     return ("FLOAT", {"default": 1.0, "min": 0.000001, "max": 100000.0, "step": 0.001, "tooltip": tip})
 
 
-class DepthFromMoGe:
+class DepthFromMoGe(_DepthIn):
     DESCRIPTION = ("Metric depth from ComfyUI's Run MoGe Inference (MOGE_GEOMETRY): depth in metres (MoGe-2), its "
                    "camera converted from normalised units to pixels, its 3-D points, and its mask as confidence.")
-    CATEGORY = CAT
-    FUNCTION = "convert"
-    RETURN_TYPES = _DEPTH_OUT
-    RETURN_NAMES = _DEPTH_NAMES
-    OUTPUT_TOOLTIPS = _DEPTH_TIPS
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -91,19 +95,13 @@ class DepthFromMoGe:
         }}
 
     def convert(self, moge_geometry, scale):
-        dm = _to_device(interop.depth_from_moge(moge_geometry, scale))
-        return (dm, _preview(dm), depth_io.describe(dm))
+        return self.outputs(interop.depth_from_moge(moge_geometry, scale))
 
 
-class DepthFromDA3:
+class DepthFromDA3(_DepthIn):
     DESCRIPTION = ("Metric depth from ComfyUI's Run Depth Anything 3 (DA3_GEOMETRY): the Metric variant gives "
                    "metres, the others relative depth (set scale). Multiview cameras come along in pixels; the "
                    "confidence too.")
-    CATEGORY = CAT
-    FUNCTION = "convert"
-    RETURN_TYPES = _DEPTH_OUT
-    RETURN_NAMES = _DEPTH_NAMES
-    OUTPUT_TOOLTIPS = _DEPTH_TIPS
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -117,18 +115,12 @@ class DepthFromDA3:
         }}
 
     def convert(self, da3_geometry, scale, sky):
-        dm = _to_device(interop.depth_from_da3(da3_geometry, scale, sky))
-        return (dm, _preview(dm), depth_io.describe(dm))
+        return self.outputs(interop.depth_from_da3(da3_geometry, scale, sky))
 
 
-class DepthFromMetricImage:
+class DepthFromMetricImage(_DepthIn):
     DESCRIPTION = ("Metric depth from an IMAGE or MASK whose values are linear depth (another pack's raw metric "
                    "output, an EXR loaded as an image, Depth to Image): value x scale = metres.")
-    CATEGORY = CAT
-    FUNCTION = "convert"
-    RETURN_TYPES = _DEPTH_OUT
-    RETURN_NAMES = _DEPTH_NAMES
-    OUTPUT_TOOLTIPS = _DEPTH_TIPS
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -144,8 +136,7 @@ class DepthFromMetricImage:
             raise ValueError("connect an image or a mask holding linear depth")
         values = image[..., :1] if image is not None else mask.unsqueeze(-1)
         depth = depth_io.values_to_depth(values[..., 0], "metric", scale=scale)
-        dm = DepthMap(depth=_out(depth), meta={"source": "image:metric", "scale": float(scale)})
-        return (dm, _preview(dm), depth_io.describe(dm))
+        return self.outputs(DepthMap(depth=depth, meta={"source": "image:metric", "scale": float(scale)}))
 
 
 NODE_CLASS_MAPPINGS = {

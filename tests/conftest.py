@@ -43,3 +43,14 @@ def ext_in_comfyui(comfyui):
 @pytest.fixture(scope="session")
 def node_classes(ext):
     return ext.NODE_CLASS_MAPPINGS
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny-tensor tests (threads only add start-up cost there)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

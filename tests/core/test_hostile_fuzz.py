@@ -17,13 +17,7 @@ DTYPES = (torch.float64, torch.float16, torch.uint8, torch.int64, torch.bool, to
 ODD = (0.0, -1.0, math.nan, math.inf, -math.inf, 1e-30, 1e30)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: threads only add start-up cost (large on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only add start-up cost
 
 
 class Faults:

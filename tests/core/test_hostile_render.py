@@ -13,13 +13,7 @@ import torch
 from bokehdepth_core import dfb, psf, render
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: threads only add start-up cost (large on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only add start-up cost
 
 
 def test_blur_radius_beyond_the_image_side():
