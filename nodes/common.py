@@ -1,12 +1,11 @@
 """Socket type names, the category root and input/output helpers shared by the node families."""
 
 import math
+import os
 
 import torch
 
-import os
-
-from ..bokehdepth_core import depth_io
+from ..bokehdepth_core import depth_io, labels
 from ..bokehdepth_core.types import DepthMap
 from . import comfy_seam as seam
 
@@ -62,6 +61,13 @@ def finite(node: str, hint: str = INPUT_HINT, **outputs):
 def image_major(frames):
     """Stack frames ``[B,N,H,W,3]`` as one IMAGE batch ``[B*N,H,W,3]``: image 0's frames first."""
     return frames.reshape(-1, *frames.shape[2:])
+
+
+def stack_outputs(stack) -> tuple:
+    """A BOKEH_STACK node's outputs: the stack, its frames as one IMAGE batch (image-major) and the
+    same frames with their K written in the corner."""
+    frames = image_major(stack.frames).to(seam.intermediate_device())
+    return stack, frames, labels.caption(frames, labels.k_captions(stack.k_values))
 
 
 def image_size_inputs() -> dict:

@@ -8,7 +8,7 @@ import json
 from ..bokehdepth_core import bokeh_from_depth, dfb, focus, labels, metrics, plots, synthetic
 from ..bokehdepth_core.types import BokehStack
 from . import comfy_seam as seam
-from .common import BOKEH_STACK, DEPTH, K_LIST, category, depth_map, expect, finite, image_major
+from .common import BOKEH_STACK, DEPTH, K_LIST, category, depth_map, expect, finite, image_major, stack_outputs
 
 CAT = category("Physics")
 
@@ -149,8 +149,7 @@ class BokehStackFromDepth:
             device=seam.torch_device(), callback=seam.Progress(len(k_list)).callback,
             **_options(gamma, highlight, aperture_blades, blade_rotation))
         finite("Bokeh Stack from Depth", frames=stack.frames)
-        frames = image_major(stack.frames)
-        return (stack, frames, labels.caption(frames, labels.k_captions(stack.k_values)))
+        return stack_outputs(stack)
 
 
 class BokehStackFromDepthAutoFocus(BokehStackFromDepth):

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import torch
 
-from ..bokehdepth_core import checks, labels, stage1, weight_files
+from ..bokehdepth_core import checks, stage1, weight_files
 from . import bokeh_patch, bokeh_stack
 from . import comfy_seam as seam
-from .common import (BOKEH_ADAPTER, BOKEH_STACK, K_LIST, KONTEXT_PIPELINE, MODEL_HINT, category, finite, image_major,
-                     model_files)
+from .common import (BOKEH_ADAPTER, BOKEH_STACK, K_LIST, KONTEXT_PIPELINE, MODEL_HINT, category, finite, model_files,
+                     stack_outputs)
 
 KONTEXT_FOLDER = "FLUX.1-Kontext-dev"
 KONTEXT_SOURCE = ("huggingface.co/black-forest-labs/FLUX.1-Kontext-dev (the whole diffusers-format repo: "
@@ -54,8 +54,7 @@ def _optional_path(name, folder: str):
 
 def _outputs(node: str, stack):
     finite(node, MODEL_HINT, frames=stack.frames, reference=stack.reference)
-    frames = image_major(stack.frames).to(seam.intermediate_device())
-    return stack, frames, labels.caption(frames, labels.k_captions(stack.k_values))
+    return stack_outputs(stack)
 
 
 class LoadBokehAdapter:

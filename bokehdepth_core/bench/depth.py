@@ -152,9 +152,8 @@ def fast_paths(model, device: torch.device, names=FAST_PATHS, size: int = 518) -
     return paths
 
 
-def bench_fast_paths(model, args, device: torch.device, repeat: int) -> dict:
-    """Each fast path against the exact path on demo scenes (N=3): speed ratio and AbsRel."""
-    names = fast_path_names(getattr(args, "fast_paths", None))
+def bench_fast_paths(model, args, device: torch.device, repeat: int, names=FAST_PATHS) -> dict:
+    """Each fast path in ``names`` against the exact path on demo scenes (N=3): speed ratio and AbsRel."""
     if not names:
         return {}
     # UniDepthV2 at 560² (about a 640x480 photo's pixels): resolution_level 0 then lowers its budget
@@ -209,7 +208,7 @@ def run(args) -> dict:
     repeat = max(1, int(getattr(args, "repeat", None) or 3))
     name = (getattr(args, "model", None) or "all")
     names = MODELS if name.lower() == "all" else (name.lower() if name.lower() in MODELS else name,)
-    fast_path_names(getattr(args, "fast_paths", None))  # bad options fail before any timing
+    paths = fast_path_names(getattr(args, "fast_paths", None))  # bad options fail before any timing
     models = [build(n, device) for n in names]
     rates = matmul_rates(device)
     m, k, n = FLOOR_SHAPE
@@ -219,7 +218,7 @@ def run(args) -> dict:
     for model, source in models:
         print(f"{model.describe()}, {source}:")
         entry = bench_exact(model, args, device, repeat, rates)
-        entry["fast_paths"] = bench_fast_paths(model, args, device, repeat)
+        entry["fast_paths"] = bench_fast_paths(model, args, device, repeat, paths)
         report["models"][model.family] = entry
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load:.1f}")
