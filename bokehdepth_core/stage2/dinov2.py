@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .kernels import Linear, attention, linear, residual
+from .kernels import Linear, attention, linear, residual, residual_rows
 
 __all__ = ["DinoV2", "build_dinov2", "Mlp", "LayerScale", "DINOV2_CONFIGS", "ATTN_SCALES"]
 
@@ -69,6 +69,7 @@ class Mlp(nn.Module):
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
+        self.hidden = hidden
         self.fc1 = Linear(dim, hidden)
         self.fc2 = Linear(hidden, dim)
 
@@ -82,6 +83,7 @@ class SwiGLU(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
         hidden = (int(hidden * 2 / 3) + 7) // 8 * 8
+        self.hidden = 2 * hidden
         self.w12 = Linear(dim, 2 * hidden)
         self.w3 = Linear(hidden, dim)
 
@@ -112,7 +114,7 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = residual(x, self.attn(self.norm1(x)), self.ls1.gamma)
-        return residual(x, self.mlp(self.norm2(x)), self.ls2.gamma)
+        return residual_rows(x, lambda rows: self.mlp(self.norm2(rows)), self.ls2.gamma, self.mlp.hidden)
 
 
 class DinoV2(nn.Module):

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from .dinov2 import Mlp
-from .kernels import Linear, attention, linear, residual
+from .kernels import Linear, attention, linear, residual, residual_rows
 
 __all__ = ["DSFABlock", "DSFAAttention"]
 
@@ -102,7 +102,8 @@ class DSFABlock(nn.Module):
         b, f, l, d = x.shape
         seq = torch.cat([k_tokens.reshape(b * f, 1, d), x.reshape(b * f, l, d)], dim=1)
         seq = residual(seq, self.space_attn(self.ln_space_attn(seq)), self.gamma_space_attn)
-        seq = residual(seq, self.space_ffn(self.ln_space_ffn(seq)), self.gamma_space_ffn)
+        seq = residual_rows(seq, lambda rows: self.space_ffn(self.ln_space_ffn(rows)), self.gamma_space_ffn,
+                            self.space_ffn.hidden)
         return seq[:, 1:].reshape(b, f, l, d)
 
     def _focus(self, x: torch.Tensor, k_values: torch.Tensor, scale: torch.Tensor,

@@ -3,12 +3,16 @@ layouts, each routed to the fastest PyTorch kernel that computes the same math (
 from the plain ops by float32 round-off only).
 
 * Linear layers run through oneDNN on x86 CPUs in float32 inference: PyTorch's default float32
-  GEMM there (MKL) reaches about half of oneDNN's rate on CPUs it does not tune for (AMD), and
-  the GELU of an MLP rides along as the GEMM's post-op. Autograd, other dtypes and other
-  devices use ``F.linear``.
-* Attention is PyTorch's fused SDPA with the logit scale passed explicitly, so the release's
-  ``q.k/head_dim`` costs no extra pass over q.
-* Residual branches are scaled and added in place outside autograd.
+  GEMM there (MKL) reaches about half of oneDNN's rate on CPUs it does not tune for (AMD). An
+  MLP's exact GELU runs in place on the fresh product (cheaper than oneDNN's erf post-op on AVX2).
+  Autograd, other dtypes and other devices use ``F.linear``.
+* Attention on x86 CPUs in float32 inference is whichever of two exact kernels is faster here,
+  measured once per shape: PyTorch's fused SDPA (blocked online softmax) or per-head oneDNN
+  products with an in-place softmax. Neither wins everywhere: per-head oneDNN ran 1.4x SDPA on an
+  AVX-512 server, SDPA 1.4x per-head oneDNN on an AVX2 one. Elsewhere, SDPA. The logit scale is
+  always passed explicitly, so the release's ``q.k/head_dim`` costs no extra pass over q.
+* Residual branches are scaled and added in place outside autograd; row-wise ones (norm + MLP)
+  run in row blocks whose hidden activations the allocator can reuse.
 * Convolution heads run channels-last: oneDNN's NHWC convolutions are the fast ones on CPU and
   cuDNN's on tensor cores.
 """
@@ -16,13 +20,16 @@ from the plain ops by float32 round-off only).
 from __future__ import annotations
 
 import platform
-from typing import Optional
+import threading
+import time
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["linear", "Linear", "attention", "residual", "conv_layout", "onednn_linear_available"]
+__all__ = ["linear", "Linear", "attention", "attention_kernels", "residual", "residual_rows", "conv_layout",
+           "onednn_linear_available"]
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
 
@@ -46,11 +53,15 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     """``F.linear(x, weight, bias)`` (then exact GELU when ``gelu``) for ``x`` ``[..., in]``."""
     if _onednn(x, weight) and x.numel() >= 64 * x.shape[-1]:  # a few rows: not worth a oneDNN call
         flat = x.reshape(-1, x.shape[-1])
-        out = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "gelu" if gelu else "none", [],
-                                                 "none" if gelu else "")
-        return out.reshape(*x.shape[:-1], weight.shape[0])
-    out = F.linear(x, weight, bias)
-    return F.gelu(out) if gelu else out
+        out = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "none", [], "")
+        out = out.reshape(*x.shape[:-1], weight.shape[0])
+    else:
+        out = F.linear(x, weight, bias)
+    if not gelu:
+        return out
+    if out.requires_grad and torch.is_grad_enabled():
+        return F.gelu(out)
+    return torch.ops.aten.gelu_(out)  # the fresh product: no second buffer
 
 
 class Linear(nn.Linear):
@@ -62,6 +73,8 @@ class Linear(nn.Linear):
 
 # Query rows per score block of the CPU attention: bounds its buffer to rows x keys floats.
 _ATTN_ROWS = 512
+# Below this many query rows the fused kernel's single call is cheapest: no choice to make.
+_ATTN_MIN_ROWS = 64
 
 
 def _attention_onednn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
@@ -83,16 +96,60 @@ def _attention_onednn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: 
     return out.transpose(1, 2)
 
 
+def _attention_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q, k, v, scale=scale)
+
+
+_ATTENTION = {"sdpa": _attention_sdpa, "onednn": _attention_onednn}
+_picked: dict[tuple, str] = {}
+_picking = threading.Lock()
+
+
+def _fastest(candidates: dict[str, Callable[[], torch.Tensor]], rounds: int = 2) -> tuple[str, torch.Tensor]:
+    """The candidate with the shortest best-of-``rounds`` time (rounds interleaved, so a busy
+    moment on a shared machine hits both), and its last result."""
+    best: dict[str, float] = {}
+    out: dict[str, torch.Tensor] = {}
+    failed: Optional[RuntimeError] = None
+    for _ in range(rounds):
+        for name, run in candidates.items():
+            if name in best and best[name] == float("inf"):
+                continue
+            start = time.perf_counter()
+            try:
+                out[name] = run()
+            except RuntimeError as exc:  # a kernel that cannot take this shape drops out
+                best[name], failed = float("inf"), exc
+                continue
+            best[name] = min(best.get(name, float("inf")), time.perf_counter() - start)
+    if not out:
+        raise failed
+    name = min(out, key=best.get)
+    return name, out[name]
+
+
+def attention_kernels() -> dict[tuple, str]:
+    """The CPU attention kernel picked so far per (q shape, k shape, value width, threads)."""
+    return dict(_picked)
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
     """softmax(q.k * scale) v for ``[B,H,L,D]`` heads; ``scale`` None is 1/sqrt(D).
 
-    On x86 CPUs in float32 inference, per-head oneDNN products with an in-place softmax: about
-    1.4x the rate of PyTorch's fused CPU kernel at ViT sizes (blocked online softmax there)."""
+    On x86 CPUs in float32 inference, the first call at a shape times both exact kernels (two
+    rounds, about three extra attention calls once per process) and keeps the faster."""
     if scale is None:
         scale = q.shape[-1] ** -0.5
-    if _onednn(q, k) and not v.requires_grad and q.shape[-2] >= 64:
-        return _attention_onednn(q, k, v, scale)
-    return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    if not (_onednn(q, k) and not v.requires_grad and q.shape[-2] >= _ATTN_MIN_ROWS):
+        return _attention_sdpa(q, k, v, scale)
+    key = (tuple(q.shape), tuple(k.shape), v.shape[-1], torch.get_num_threads())
+    name = _picked.get(key)
+    if name is not None:
+        return _ATTENTION[name](q, k, v, scale)
+    with _picking:
+        name, out = _fastest({n: (lambda f=f: f(q, k, v, scale)) for n, f in _ATTENTION.items()})
+        _picked[key] = name
+    return out
 
 
 def residual(x: torch.Tensor, branch: torch.Tensor, gamma: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -103,6 +160,27 @@ def residual(x: torch.Tensor, branch: torch.Tensor, gamma: Optional[torch.Tensor
     if gamma is not None:
         branch.mul_(gamma)
     return branch.add_(x)
+
+
+# Row blocks of a row-wise branch keep its hidden activations under this size: glibc serves such
+# buffers from its heap (reused), larger ones (over 32 MiB) with fresh pages on every call.
+_ROW_BLOCK_BYTES = 16 << 20
+
+
+def residual_rows(x: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor], gamma: torch.Tensor,
+                  hidden: int) -> torch.Tensor:
+    """``x + branch(x) * gamma`` for a ``branch`` that treats rows independently (a norm and an MLP
+    of ``hidden`` units). On CPU outside autograd it runs in row blocks and updates ``x`` in place,
+    so ``x`` must be a fresh result nothing else holds; the arithmetic is that of :func:`residual`."""
+    rows = max(64, _ROW_BLOCK_BYTES // (hidden * x.element_size()))
+    if (torch.is_grad_enabled() or x.device.type != "cpu" or not x.is_contiguous()
+            or x.numel() <= rows * x.shape[-1]):
+        return residual(x, branch(x), gamma)
+    flat = x.view(-1, x.shape[-1])
+    for r in range(0, flat.shape[0], rows):
+        part = flat[r:r + rows]
+        part.add_(branch(part).mul_(gamma))
+    return x
 
 
 def conv_layout(module: nn.Module, device: torch.device) -> nn.Module:

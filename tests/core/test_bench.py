@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from bokehdepth_core import bench, cli
+from bokehdepth_core.stage2 import kernels
 
 
 def test_bench_render_command(capsys):
@@ -16,7 +17,9 @@ def test_bench_render_command(capsys):
     assert out.count("render 96x96, radii up to 30 px") == 2 and "s wall" in out
 
 
-def test_bench_depth_runs(capsys):
+def test_bench_depth_runs(capsys, monkeypatch):
+    monkeypatch.setattr(kernels, "_picked", {})
+    monkeypatch.setattr(kernels, "_ATTN_MIN_ROWS", 1)  # tiny inputs still make the choice
     args = argparse.Namespace(model="dav2", size=28, device="cpu", repeat=1, fast_paths="bfloat16,tokens")
     report = bench.run("depth", args)
     out = capsys.readouterr().out
@@ -24,6 +27,9 @@ def test_bench_depth_runs(capsys):
     entry = report["models"]["dav2"]
     assert entry["N=3"]["gflop"] > 3 * entry["N=0"]["gflop"] > 0  # the encoder sees four frames
     assert entry["N=0"]["seconds"] > 0 and entry["N=0"]["peak_mib"] > 0
+    if kernels.onednn_linear_available():  # the attention kernel picked at each new shape is reported
+        assert entry["attention_kernels"] and set(entry["attention_kernels"].values()) <= {"sdpa", "onednn"}
+        assert "attention kernel, measured per q shape:" in out
     assert set(entry["fast_paths"]) == {"bfloat16", "input_size 14 (about half the tokens)"}
     bf16 = entry["fast_paths"]["bfloat16"]
     assert 0 < bf16["abs_rel"] < 0.2 and bf16["time_ratio"] > 0  # changed, but not a different answer
@@ -51,6 +57,7 @@ def test_flops_of_the_stage2_kernels():
     q = torch.randn(2, 3, 100, 16)
     with torch.no_grad():
         assert count_flops(lambda: kernels.linear(x, w)) == 2 * 300 * 32 * 64
+        kernels.attention(q, q, q, 0.25)  # a new shape is timed once with every kernel: not counted below
         assert count_flops(lambda: kernels.attention(q, q, q, 0.25)) == 4 * 2 * 3 * 100 * 100 * 16
 
 
