@@ -69,9 +69,12 @@ class Mlp(nn.Module):
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.hidden = hidden
         self.fc1 = Linear(dim, hidden)
         self.fc2 = Linear(hidden, dim)
+
+    @property
+    def hidden(self) -> int:
+        return self.fc1.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(linear(x, self.fc1.weight, self.fc1.bias, gelu=True))
@@ -83,9 +86,12 @@ class SwiGLU(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
         hidden = (int(hidden * 2 / 3) + 7) // 8 * 8
-        self.hidden = 2 * hidden
         self.w12 = Linear(dim, 2 * hidden)
         self.w3 = Linear(hidden, dim)
+
+    @property
+    def hidden(self) -> int:
+        return self.w12.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = self.w12(x).chunk(2, dim=-1)

@@ -110,21 +110,21 @@ def _fastest(candidates: dict[str, Callable[[], torch.Tensor]], rounds: int = 2)
     moment on a shared machine hits both), and its last result."""
     best: dict[str, float] = {}
     out: dict[str, torch.Tensor] = {}
-    failed: Optional[RuntimeError] = None
+    failed: dict[str, RuntimeError] = {}
     for _ in range(rounds):
         for name, run in candidates.items():
-            if name in best and best[name] == float("inf"):
+            if name in failed:
                 continue
             start = time.perf_counter()
             try:
                 out[name] = run()
             except RuntimeError as exc:  # a kernel that cannot take this shape drops out
-                best[name], failed = float("inf"), exc
+                failed[name] = exc
                 continue
             best[name] = min(best.get(name, float("inf")), time.perf_counter() - start)
-    if not out:
-        raise failed
-    name = min(out, key=best.get)
+    if not best:
+        raise next(iter(failed.values()))
+    name = min(best, key=best.get)
     return name, out[name]
 
 
@@ -147,6 +147,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional
     if name is not None:
         return _ATTENTION[name](q, k, v, scale)
     with _picking:
+        if key in _picked:  # picked by another thread meanwhile
+            return _ATTENTION[_picked[key]](q, k, v, scale)
         name, out = _fastest({n: (lambda f=f: f(q, k, v, scale)) for n, f in _ATTENTION.items()})
         _picked[key] = name
     return out
