@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from ..stage2.kernels import linear, onednn_linear_available
 from . import sync
@@ -58,11 +58,17 @@ def _sdpa_cpu_flops(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) 
     return 2 * b * h * lq * lk * d + 2 * b * h * lq * lk * dv
 
 
+def _conv_pointwise_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    return conv_flop_count(list(x_shape), list(w_shape), list(out_shape))
+
+
 def _extra_formulas() -> dict:
-    """FLOP formulas torch's counter lacks: the oneDNN linear kernel and SDPA on CPU."""
+    """FLOP formulas torch's counter lacks: the oneDNN linear and convolution kernels, SDPA on CPU."""
     extra = {}
     if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         extra[torch.ops.mkldnn._linear_pointwise] = _linear_pointwise_flops  # keyed by op packet
+    if hasattr(torch.ops.mkldnn, "_convolution_pointwise"):
+        extra[torch.ops.mkldnn._convolution_pointwise] = _conv_pointwise_flops
     if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
         extra[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_cpu_flops
     return extra

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .kernels import conv_layout
+from .kernels import conv_act, conv_layout, residual
 
 __all__ = ["DPTHead"]
 
@@ -29,13 +29,10 @@ class ResidualConvUnit(nn.Module):
             self.bn2 = nn.BatchNorm2d(features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv1(F.relu(x))
         if self.use_bn:
-            out = self.bn1(out)
-        out = self.conv2(F.relu(out))
-        if self.use_bn:
-            out = self.bn2(out)
-        return out + x
+            out = self.conv2(F.relu(self.bn1(self.conv1(F.relu(x)))))
+            return residual(x, self.bn2(out))
+        return residual(x, self.conv2(conv_act(self.conv1, F.relu(x))))
 
 
 class FeatureFusionBlock(nn.Module):
@@ -47,7 +44,7 @@ class FeatureFusionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor = None, size=None) -> torch.Tensor:
         if skip is not None:
-            x = x + self.resConfUnit1(skip)
+            x = residual(x, self.resConfUnit1(skip))
         x = self.resConfUnit2(x)
         if size is None:
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
@@ -106,4 +103,5 @@ class DPTHead(nn.Module):
         p1 = s.refinenet1(p2, l1)
         out = s.output_conv1(p1)
         out = F.interpolate(out, (patch_h * 14, patch_w * 14), mode="bilinear", align_corners=True)
-        return s.output_conv2(out)
+        head = s.output_conv2  # conv, ReLU, conv, sigmoid/ReLU: the first pair fused
+        return head[3](head[2](conv_act(head[0], out)))

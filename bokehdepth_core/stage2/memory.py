@@ -11,7 +11,7 @@ pixels (patch 14) and ``s`` bytes per element:
   residual stream in place), the kept taps, DSFA's concatenated frames;
 * Depth Anything V2's DPT head (reference only, ``f`` fusion width, ``c0..c3`` projection widths):
   every map of the head lives until its end, then the last convolutions run at full network
-  resolution: ``g*(16*c0 + 4*c1 + c2 + c3/4 + 139*f)*s + P*(f + 66)*s``;
+  resolution: ``g*(16*c0 + 4*c1 + c2 + c3/4 + 139*f)*s + P*(f + 34)*s``;
 * UniDepthV2's decoder (reference only, hidden width ``C``, last-level width ``l = max(C/4, out_dim)``):
   the four prompted levels ``4*g*C`` plus the largest of its stages — prompt attention ``10*g*C``,
   upsampling ``32*g*C + 64*g*l``, output heads ``P*(l/2 + 64) + 192*g*l`` — all times ``s``, plus
@@ -51,7 +51,7 @@ def encoder_bytes(frames: int, tokens: int, width: int, taps: int, dtype: torch.
 def dpt_head_bytes(grid: tuple[int, int], features: int, out_channels, dtype: torch.dtype) -> int:
     g = grid[0] * grid[1]
     c0, c1, c2, c3 = out_channels
-    elements = g * (16 * c0 + 4 * c1 + c2 + c3 / 4 + 139 * features) + 196 * g * (features + 66)
+    elements = g * (16 * c0 + 4 * c1 + c2 + c3 / 4 + 139 * features) + 196 * g * (features + 34)
     return int(elements * _size(dtype))
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..camera import pinhole_rays
 from .dinov2 import LayerScale
-from .kernels import Linear, attention, conv_layout, linear
+from .kernels import Linear, attention, conv_act, conv_layout, linear, residual
 
 __all__ = ["UniDepthDecoder", "fourier_features", "ray_angles"]
 
@@ -127,8 +127,8 @@ class ResidualConvUnit(nn.Module):
         self.gamma = nn.Parameter(layer_scale * torch.ones(1, dim, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv2(F.leaky_relu(self.conv1(F.leaky_relu(x))))
-        return self.gamma * out + x
+        out = self.conv2(conv_act(self.conv1, F.leaky_relu(x), "leaky_relu"))
+        return residual(x, out, self.gamma)
 
 
 class ResUpsampleBil(nn.Module):

@@ -59,6 +59,9 @@ def test_flops_of_the_stage2_kernels():
         assert count_flops(lambda: kernels.linear(x, w)) == 2 * 300 * 32 * 64
         kernels.attention(q, q, q, 0.25)  # a new shape is timed once with every kernel: not counted below
         assert count_flops(lambda: kernels.attention(q, q, q, 0.25)) == 4 * 2 * 3 * 100 * 100 * 16
+        conv = torch.nn.Conv2d(8, 6, 3, padding=1)  # fused convolution + ReLU counts as the convolution
+        img = torch.randn(1, 8, 10, 12)
+        assert count_flops(lambda: kernels.conv_act(conv, img)) == count_flops(lambda: conv(img)) == 2 * 6 * 8 * 9 * 120
 
 
 @pytest.mark.slow

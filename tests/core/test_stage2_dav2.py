@@ -87,6 +87,52 @@ def test_forward_bad_arguments(vits):
         vits(torch.randn(1, 3, 30, 28))
 
 
+def _plain_rcu(unit, x):
+    out = unit.conv1(F.relu(x))
+    out = unit.bn1(out) if unit.use_bn else out
+    out = unit.conv2(F.relu(out))
+    return (unit.bn2(out) if unit.use_bn else out) + x
+
+
+def _plain_fusion(block, x, skip=None, size=None):
+    if skip is not None:
+        x = x + _plain_rcu(block.resConfUnit1, skip)
+    x = _plain_rcu(block.resConfUnit2, x)
+    x = F.interpolate(x, **({"scale_factor": 2} if size is None else {"size": tuple(size)}),
+                      mode="bilinear", align_corners=True)
+    return block.out_conv(x)
+
+
+@pytest.mark.parametrize("use_bn,metric", [(False, True), (True, True), (True, False)])
+def test_dpt_head_is_the_release_math(use_bn, metric):
+    """The head's fused convolution+ReLU and in-place residuals compute the release's op sequence."""
+    from bokehdepth_core.stage2.dpt import DPTHead
+    torch.manual_seed(7)
+    head = DPTHead(32, features=16, use_bn=use_bn, out_channels=(8, 16, 32, 32), metric=metric).eval()
+    if not metric:  # a ReLU output: keep it off zero
+        torch.nn.init.constant_(head.scratch.output_conv2[2].bias, 1.0)
+    for m in head.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.3), m.running_var.uniform_(0.5, 2.0)
+    ph, pw = 4, 6
+    feats = [(torch.randn(2, ph * pw, 32), torch.randn(2, 32)) for _ in range(4)]
+    with torch.no_grad():
+        got = head(feats, ph, pw)
+        s = head.scratch
+        maps = [head.resize_layers[i](head.projects[i](t.permute(0, 2, 1).reshape(2, 32, ph, pw)))
+                for i, (t, _) in enumerate(feats)]
+        l1, l2, l3, l4 = (getattr(s, f"layer{i}_rn")(m) for i, m in enumerate(maps, start=1))
+        p = _plain_fusion(s.refinenet4, l4, size=l3.shape[2:])
+        p = _plain_fusion(s.refinenet3, p, l3, size=l2.shape[2:])
+        p = _plain_fusion(s.refinenet2, p, l2, size=l1.shape[2:])
+        p = _plain_fusion(s.refinenet1, p, l1)
+        out = F.interpolate(s.output_conv1(p), (ph * 14, pw * 14), mode="bilinear", align_corners=True)
+        want = s.output_conv2(out)
+    assert got.shape == (2, 1, ph * 14, pw * 14)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert got.min() >= 0 and got.std() > 1e-3 and (got.max() <= 1 if metric else True)
+
+
 # --------------------------------------------------------------------------- estimate_depth
 
 def test_lower_bound_size_matches_release_rule():

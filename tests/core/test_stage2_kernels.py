@@ -178,3 +178,28 @@ def test_conv_layout_keeps_values_and_follows_the_device():
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and torch.equal(conv.weight, w)
     kernels.conv_layout(conv, torch.device("meta"))  # other devices: the default layout
     assert conv.weight.is_contiguous() and torch.equal(conv.weight, w)
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu"])
+@pytest.mark.parametrize("stride,padding,bias", [(1, 1, True), (2, 1, False), (1, 0, True)])
+def test_conv_act_is_conv_then_activation(act, stride, padding, bias):
+    torch.manual_seed(6)
+    conv = kernels.conv_layout(torch.nn.Conv2d(8, 12, 3, stride=stride, padding=padding, bias=bias),
+                               torch.device("cpu"))
+    x = torch.randn(2, 8, 15, 17).contiguous(memory_format=torch.channels_last)
+    plain = conv(x).double()
+    want = F.relu(plain) if act == "relu" else F.leaky_relu(plain, 0.2)
+    with torch.no_grad():
+        got = kernels.conv_act(conv, x, act, slope=0.2)
+        assert (got < 0).any() == (act == "leaky_relu")
+        assert _rel(got, want) < 1e-6 and got.shape == want.shape
+        if kernels.onednn_linear_available():  # the activation inside oneDNN's convolution: one call
+            with torch.profiler.profile() as prof:
+                kernels.conv_act(conv, x, act)
+            names = [e.key for e in prof.key_averages()]
+            assert any("_convolution_pointwise" in n for n in names) and not any("relu" in n for n in names)
+    xg = x.clone().requires_grad_()  # autograd: plain ops, gradients flow
+    kernels.conv_act(conv, xg, act).sum().backward()
+    assert xg.grad is not None and conv.weight.grad is not None
+    with pytest.raises(ValueError, match="act must be"):
+        kernels.conv_act(conv, x, "gelu")

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 
 from bokehdepth_core import camera as cam
 from bokehdepth_core.stage2 import build_unidepthv2_dsfa
-from bokehdepth_core.stage2.unidepth_decoder import AttentionBlock, fourier_features, ray_angles
+from bokehdepth_core.stage2.kernels import conv_layout
+from bokehdepth_core.stage2.unidepth_decoder import (AttentionBlock, ResUpsampleBil, fourier_features,
+                                                   ray_angles)
 from support import UNIDEPTH_SMALL as SMALL, randomize
 
 
@@ -48,6 +50,24 @@ def test_attention_block_matches_equations():
     hidden = 0.5 * hidden * (1 + torch.erf(hidden / math.sqrt(2)))
     want = y + blk.ls2.gamma * (hidden @ m.proj2.weight.T + m.proj2.bias)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_res_upsample_matches_equations():
+    """Residual conv units (leaky ReLU fused into the first convolution, residual in place), 1x1, 2x."""
+    blk = conv_layout(randomize(ResUpsampleBil(8, 4, num_layers=2, layer_scale=0.3), seed=5), torch.device("cpu"))
+    x = torch.randn(2, 8, 6, 10).contiguous(memory_format=torch.channels_last)
+    keep = x.clone()
+    with torch.no_grad():
+        got = blk(x)
+        y = x
+        for unit in blk.convs:
+            inner = F.conv2d(F.leaky_relu(y), unit.conv1.weight, unit.conv1.bias, padding=1)
+            y = unit.gamma * F.conv2d(F.leaky_relu(inner), unit.conv2.weight, unit.conv2.bias, padding=1) + y
+        want = F.interpolate(F.conv2d(y, blk.up[0].weight, blk.up[0].bias), scale_factor=2, mode="bilinear",
+                             align_corners=False)
+    assert got.shape == (2, 4, 12, 20)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(x, keep)  # the input is not written
 
 
 def test_fourier_features_and_ray_angles_match_equations():
