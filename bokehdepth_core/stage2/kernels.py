@@ -10,8 +10,8 @@ from the plain ops by float32 round-off only).
   measured once per shape: PyTorch's fused SDPA (blocked online softmax) or per-head oneDNN
   products with an in-place softmax. Neither wins everywhere: per-head oneDNN ran 1.4x SDPA on one
   AVX-512 server, SDPA 1.4x per-head oneDNN on an AVX2 one and 1.2x on another AVX-512 one.
-  Elsewhere, SDPA. The logit scale is
-  always passed explicitly, so the release's ``q.k/head_dim`` costs no extra pass over q.
+  Elsewhere, SDPA. The logit scale is always passed explicitly, so the release's ``q.k/head_dim``
+  costs no extra pass over q.
 * Residual branches are scaled and added in place outside autograd; row-wise ones (norm + MLP)
   run in row blocks whose hidden activations the allocator can reuse.
 * Convolution heads run channels-last: oneDNN's NHWC convolutions are the fast ones on CPU and
@@ -49,6 +49,18 @@ def _onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and not torch.compiler.is_compiling())  # the compiler fuses plain ops itself
 
 
+def _activate(out: torch.Tensor, act: str, slope: float = 0.01) -> torch.Tensor:
+    """``act`` ("none", "gelu", "relu", "leaky_relu") of a fresh product nothing else holds: in
+    place (no second buffer) unless autograd needs the input."""
+    if act == "none":
+        return out
+    if out.requires_grad and torch.is_grad_enabled():
+        return F.gelu(out) if act == "gelu" else F.relu(out) if act == "relu" else F.leaky_relu(out, slope)
+    if act == "gelu":
+        return torch.ops.aten.gelu_(out)
+    return out.relu_() if act == "relu" else F.leaky_relu_(out, slope)
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
            gelu: bool = False) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` (then exact GELU when ``gelu``) for ``x`` ``[..., in]``."""
@@ -58,11 +70,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
         out = out.reshape(*x.shape[:-1], weight.shape[0])
     else:
         out = F.linear(x, weight, bias)
-    if not gelu:
-        return out
-    if out.requires_grad and torch.is_grad_enabled():
-        return F.gelu(out)
-    return torch.ops.aten.gelu_(out)  # the fresh product: no second buffer
+    return _activate(out, "gelu" if gelu else "none")
 
 
 class Linear(nn.Linear):
@@ -198,10 +206,7 @@ def conv_act(conv: nn.Conv2d, x: torch.Tensor, act: str = "relu", slope: float =
         return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, list(conv.padding),
                                                        list(conv.stride), list(conv.dilation), conv.groups,
                                                        act, scalars, "")
-    out = conv(x)
-    if out.requires_grad and torch.is_grad_enabled():
-        return F.relu(out) if act == "relu" else F.leaky_relu(out, slope)
-    return out.relu_() if act == "relu" else F.leaky_relu_(out, slope)
+    return _activate(conv(x), act, slope)
 
 
 def conv_layout(module: nn.Module, device: torch.device) -> nn.Module:
